@@ -1,0 +1,195 @@
+//! The one body type for both directions: a streamed hyper body under a stall timeout, or a
+//! small synthetic reply. Streams are passed through frame by frame, never collected.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::AccessLog;
+
+pub struct Body {
+    kind: Kind,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Stream(Stream),
+}
+
+struct Stream {
+    inner: Incoming,
+    stall: Duration,
+    /// Time of the last frame; the timer is only re-armed when it fires, so a moving transfer
+    /// costs one clock read per frame and no timer-wheel work.
+    last: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+    counted: Counter,
+    /// Fired when the request body has been read to its end (or dropped), which is when the
+    /// wait for the upstream's response headers starts.
+    done: Option<oneshot::Sender<()>>,
+    /// Written once, when the response body is finished or dropped.
+    log: Option<AccessLog>,
+}
+
+/// Where a stream counts its bytes: shared with the access log for request bodies, owned by
+/// the access log for response bodies.
+enum Counter {
+    Shared(Arc<AtomicU64>),
+    Log,
+}
+
+/// Why a streamed body ended early.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BodyError {
+    #[error("no data for {}s", .0.as_secs())]
+    Stalled(Duration),
+    #[error("{0}")]
+    Transport(Arc<hyper::Error>),
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body {
+            kind: Kind::Full(None),
+        }
+    }
+
+    pub fn full(bytes: Bytes) -> Body {
+        Body {
+            kind: Kind::Full(Some(bytes).filter(|b| !b.is_empty())),
+        }
+    }
+
+    /// A client's request body on its way upstream.
+    pub fn request(
+        inner: Incoming,
+        stall: Duration,
+        counted: Arc<AtomicU64>,
+        done: oneshot::Sender<()>,
+    ) -> Body {
+        Body::stream(inner, stall, Counter::Shared(counted), Some(done), None)
+    }
+
+    /// An upstream's response body on its way to the client; `log` is written when it ends.
+    pub fn response(inner: Incoming, stall: Duration, log: AccessLog) -> Body {
+        Body::stream(inner, stall, Counter::Log, None, Some(log))
+    }
+
+    fn stream(
+        inner: Incoming,
+        stall: Duration,
+        counted: Counter,
+        done: Option<oneshot::Sender<()>>,
+        log: Option<AccessLog>,
+    ) -> Body {
+        Body {
+            kind: Kind::Stream(Stream {
+                inner,
+                stall,
+                last: Instant::now(),
+                timer: None,
+                counted,
+                done,
+                log,
+            }),
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Stream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+impl Stream {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.last = Instant::now();
+                    if let Some(data) = frame.data_ref() {
+                        let n = data.len() as u64;
+                        match &self.counted {
+                            Counter::Shared(c) => {
+                                c.fetch_add(n, Ordering::Relaxed);
+                            }
+                            Counter::Log => {
+                                if let Some(log) = &mut self.log {
+                                    log.bytes_out += n;
+                                }
+                            }
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let err = BodyError::Transport(Arc::new(e));
+                    if let Some(log) = &mut self.log {
+                        log.body_error = Some(err.to_string());
+                    }
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Poll::Ready(None) => {
+                    if let Some(done) = self.done.take() {
+                        let _ = done.send(());
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {}
+            }
+            let deadline = self.last + self.stall;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.deadline() < deadline {
+                // Data came since the timer was armed: push it out and poll again so the new
+                // deadline is registered with the runtime.
+                timer.as_mut().reset(deadline);
+            }
+            ready!(timer.as_mut().poll(cx));
+            if Instant::now() >= self.last + self.stall {
+                let err = BodyError::Stalled(self.stall);
+                if let Some(log) = &mut self.log {
+                    log.body_error = Some(err.to_string());
+                }
+                return Poll::Ready(Some(Err(err)));
+            }
+        }
+    }
+}

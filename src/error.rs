@@ -1,0 +1,218 @@
+//! What can go wrong with one request, who is at fault, and the one mapping from that to the
+//! status and registry-style JSON body that docker prints legibly.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{Body, BodyError};
+
+/// A request that could not be answered by an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The upstream refused, reset or did not accept the connection in time.
+    #[error("cannot connect to the {upstream} upstream {origin}: {reason}")]
+    UpstreamConnect {
+        upstream: &'static str,
+        origin: String,
+        reason: String,
+        #[source]
+        source: Option<hyper_util::client::legacy::Error>,
+    },
+    /// Connected and sent, but no response headers arrived in time.
+    #[error("the {upstream} upstream {origin} sent no response within {}s", .after.as_secs_f64())]
+    UpstreamTimeout {
+        upstream: &'static str,
+        origin: String,
+        after: Duration,
+    },
+    /// The upstream broke the exchange: a reset, a malformed response.
+    #[error("the {upstream} upstream {origin} failed: {reason}")]
+    UpstreamProtocol {
+        upstream: &'static str,
+        origin: String,
+        reason: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The client's body failed: it disconnected or stopped sending.
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] BodyError),
+    /// A request dockgate will not forward, e.g. a path that escapes its route.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::ClientBody(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::ClientBody(BodyError::Transport(_)) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The distribution-spec error code; docker shows `code: message`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => "UNAVAILABLE",
+            GatewayError::ClientBody(_) => "BLOB_UPLOAD_INVALID",
+            GatewayError::BadRequest(_) => "NAME_INVALID",
+        }
+    }
+
+    /// Who should act: shown in the access log so an operator knows where to look.
+    pub fn fault(&self) -> &'static str {
+        match self {
+            GatewayError::UpstreamConnect { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol { .. } => "upstream",
+            GatewayError::ClientBody(_) | GatewayError::BadRequest(_) => "client",
+        }
+    }
+
+    /// Classifies a failure of the pooled client: a broken client body is the client's fault,
+    /// a connect failure and anything else the upstream's.
+    pub fn from_client(
+        err: hyper_util::client::legacy::Error,
+        upstream: &'static str,
+        origin: String,
+    ) -> GatewayError {
+        if let Some(body) = find_body_error(&err) {
+            return GatewayError::ClientBody(body);
+        }
+        let reason = root_cause(&err);
+        if err.is_connect() {
+            GatewayError::UpstreamConnect {
+                upstream,
+                origin,
+                reason,
+                source: Some(err),
+            }
+        } else {
+            GatewayError::UpstreamProtocol {
+                upstream,
+                origin,
+                reason,
+                source: err,
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        json_error(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// A registry-style error response: `{"errors":[{"code":..,"message":..}]}`.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = format!(
+        "{{\"errors\":[{{\"code\":{},\"message\":{}}}]}}",
+        json_string(code),
+        json_string(message)
+    );
+    let mut resp = Response::new(Body::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn find_body_error(err: &(dyn StdError + 'static)) -> Option<BodyError> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(b) = e.downcast_ref::<BodyError>() {
+            return Some(b.clone());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The innermost cause, which is what a user can act on ("Connection refused").
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut cur: &(dyn StdError + 'static) = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    if text.is_empty() {
+        err.to_string()
+    } else {
+        text
+    }
+}
+
+/// For `tracing`: an error with its whole chain on one line.
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_are_registry_json() {
+        let err = GatewayError::UpstreamTimeout {
+            upstream: "get",
+            origin: "http://nexus:8083".into(),
+            after: Duration::from_secs(3),
+        };
+        assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+        let resp = err.into_response();
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/json; charset=utf-8"
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body,
+            "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"the get upstream http://nexus:8083 sent no response within 3s\"}]}"
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}

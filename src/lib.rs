@@ -1,0 +1,85 @@
+//! dockgate: one TLS `host:port` in front of a registry's push (put) and pull (get) upstreams.
+//!
+//! The request's journey: `server` (accept, TLS, HTTP) -> `proxy` (route, forward, log) ->
+//! `route` (which upstream) -> `upstream` (pooled client, timeouts) -> `body` (streaming back).
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::tls::TlsError;
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serves `config` until `shutdown` resolves, then drains. Certificates are loaded (or minted)
+/// and every port bound before the first connection is accepted. `on_ready` receives the bound
+/// addresses (useful with port 0).
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&[SocketAddr]),
+) -> Result<(), ServeError> {
+    let tls = tls::setup(&config.tls, &config.certificate_names())?;
+    let listeners = server::bind(&config.listen).map_err(|source| ServeError::Bind {
+        addr: config
+            .listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        source,
+    })?;
+    let bound: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
+    let renewal = tls.renewal.map(|r| tokio::spawn(r.run()));
+    let proxy = Arc::new(Proxy::new(&config));
+    tracing::info!(
+        put = %config.upstreams.put,
+        get = %config.upstreams.get,
+        web = %config.upstreams.web.as_ref().map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
+        "upstreams"
+    );
+    on_ready(&bound);
+
+    let (tx, rx) = watch::channel(false);
+    let server = tokio::spawn(server::run(
+        listeners,
+        tls.acceptor,
+        proxy,
+        config.timeouts.clone(),
+        rx,
+    ));
+    shutdown.await;
+    let _ = tx.send(true);
+    let _ = server.await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
+    Ok(())
+}

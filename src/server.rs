@@ -1,0 +1,180 @@
+//! Accept -> TLS handshake in the connection's own task -> HTTP/1.1 or HTTP/2 (by ALPN) ->
+//! the proxy service; and the graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Timeouts;
+use crate::proxy::{ConnInfo, Proxy};
+
+/// Binds every listen address before anything is served, so a busy port fails the start.
+pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<(SocketAddr, TcpListener)>> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let domain = socket2::Domain::for_address(*addr);
+            let socket =
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            if addr.is_ipv6() {
+                // As nginx does: `[::]` and `0.0.0.0` can then both be listed.
+                socket.set_only_v6(true)?;
+            }
+            socket.set_reuse_address(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&(*addr).into())?;
+            // CI fleets open many connections at once; the default backlog of 128 drops SYNs.
+            socket.listen(4096)?;
+            let listener = TcpListener::from_std(socket.into())?;
+            let local = listener.local_addr()?;
+            Ok((local, listener))
+        })
+        .collect()
+}
+
+/// Serves until `shutdown` changes to true, then stops accepting and lets open connections
+/// finish their requests for up to the grace period.
+pub async fn run(
+    listeners: Vec<(SocketAddr, TcpListener)>,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    timeouts: Timeouts,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.client_headers)
+        .keep_alive(true);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        // Large windows let one HTTP/2 stream carry a layer at full speed; memory per stream is
+        // bounded by them.
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    let shared = Arc::new(Shared {
+        http,
+        acceptor,
+        proxy,
+        handshake_timeout: timeouts.tls_handshake,
+    });
+
+    // Each connection task holds a sender; when all are gone, `recv` returns None.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut accept_tasks = Vec::new();
+    for (local, listener) in listeners {
+        tracing::info!(%local, "listening");
+        let shared = shared.clone();
+        let alive = alive_tx.clone();
+        let shutdown = shutdown.clone();
+        accept_tasks.push(tokio::spawn(accept_loop(
+            listener, local, shared, alive, shutdown,
+        )));
+    }
+    drop(alive_tx);
+
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    for t in &accept_tasks {
+        t.abort();
+    }
+    tracing::info!(
+        grace_s = timeouts.shutdown_grace.as_secs(),
+        "shutting down: no new connections, draining open ones"
+    );
+    match tokio::time::timeout(timeouts.shutdown_grace, alive_rx.recv()).await {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over; closing the connections still open"),
+    }
+}
+
+struct Shared {
+    http: auto::Builder<TokioExecutor>,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    handshake_timeout: Duration,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    alive: mpsc::Sender<()>,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                let info = ConnInfo { remote, local };
+                tokio::spawn(connection(
+                    stream,
+                    info,
+                    shared.clone(),
+                    alive.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors or a transient error: back off instead of spinning,
+                // and keep serving the connections already open.
+                tracing::error!(%local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One client connection, from TLS handshake to close. The handshake happens here, under a
+/// timeout, so a slow or silent client never holds up `accept`.
+async fn connection(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: Arc<Shared>,
+    _alive: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(shared.handshake_timeout, shared.acceptor.accept(stream))
+        .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %info.remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %info.remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    let proxy = shared.proxy.clone();
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+    });
+    let conn = shared.http.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
+    }
+}
