@@ -283,7 +283,7 @@ impl Ca {
         let fresh = self.issue(names, days)?;
         fresh.write(&self.dir)?;
         let key = fresh.certified().map_err(TlsError::Mint)?;
-        if let Ok(leaf) = Leaf::parse(&fresh.chain[0]) {
+        if let Some(Ok(leaf)) = fresh.chain.first().map(Leaf::parse) {
             tracing::info!(
                 cert = %self.dir.join(SERVER_CERT).display(),
                 serial = %leaf.serial,
