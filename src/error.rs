@@ -2,7 +2,6 @@
 //! status and registry-style JSON body that docker prints legibly.
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -168,21 +167,6 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
         err.to_string()
     } else {
         text
-    }
-}
-
-/// For `tracing`: an error with its whole chain on one line.
-pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
-            write!(f, ": {e}")?;
-            cur = e.source();
-        }
-        Ok(())
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::config::{Config, HeaderOptions, Rule};
-use crate::error::{Chain, GatewayError};
+use crate::error::GatewayError;
 use crate::headers::{self, Forwarded};
 use crate::route;
 use crate::upstream::Upstreams;
@@ -71,7 +71,7 @@ impl Proxy {
             Err(err) => {
                 let status = err.status();
                 log.status = status.as_u16();
-                log.error = Some(format!("{} fault: {}", err.fault(), Chain(&err)));
+                log.error = Some(format!("{} fault: {err}", err.fault()));
                 drop(log);
                 err.into_response()
             }
