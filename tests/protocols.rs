@@ -1,0 +1,178 @@
+//! HTTP/1.1 and HTTP/2 (chosen by ALPN) over TLS 1.2 and 1.3 all work, and what registry
+//! clients need from a response survives the trip: `Content-Length` and `Docker-Content-Digest`
+//! on HEAD, sized and chunked uploads.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use support::{sha256, Gateway, Http, Registry};
+
+/// Uploads `blob` to `name` through the gateway (POST, then PATCH chunked, then PUT with the
+/// digest) and returns its digest.
+async fn upload_chunked(client: &reqwest::Client, gw: &Gateway, name: &str, blob: &[u8]) -> String {
+    let digest = sha256(blob);
+    let resp = client
+        .post(format!("{}/v2/{name}/blobs/uploads/", gw.url()))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    // A body of unknown length goes as chunked over HTTP/1.1, as docker sends layers.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = blob
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let resp = client
+        .patch(&location)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(resp.status(), 202, "PATCH");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = client
+        .put(format!("{location}{sep}digest={digest}"))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(
+        resp.status(),
+        201,
+        "PUT {}",
+        resp.text().await.unwrap_or_default()
+    );
+    digest
+}
+
+/// A monolithic upload with `Content-Length`, as containerd sends it.
+async fn upload_sized(client: &reqwest::Client, gw: &Gateway, name: &str, blob: &[u8]) -> String {
+    let digest = sha256(blob);
+    let resp = client
+        .post(format!("{}/v2/{name}/blobs/uploads/", gw.url()))
+        .send()
+        .await
+        .expect("POST");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = client
+        .put(format!("{location}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(blob.to_vec())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(
+        resp.status(),
+        201,
+        "PUT {}",
+        resp.text().await.unwrap_or_default()
+    );
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_http2_clients_both_push_and_read_blobs() {
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let blob: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+
+    for http in [Http::One, Http::Two] {
+        let client = gw.client(http);
+        let want = match http {
+            Http::One => reqwest::Version::HTTP_11,
+            Http::Two => reqwest::Version::HTTP_2,
+        };
+        let name = format!("proto/{http:?}").to_lowercase();
+        let chunked = upload_chunked(&client, &gw, &name, &blob[..700_000]).await;
+        let sized = upload_sized(&client, &gw, &name, &blob).await;
+
+        for (digest, len) in [(&chunked, 700_000), (&sized, blob.len())] {
+            let url = format!("{}/v2/{name}/blobs/{digest}", gw.url());
+            let head = client.head(&url).send().await.expect("HEAD");
+            assert_eq!(head.version(), want);
+            assert_eq!(head.status(), 200);
+            // skopeo and containerd take the size and digest from the HEAD.
+            assert_eq!(
+                head.headers()["content-length"],
+                len.to_string(),
+                "{http:?}"
+            );
+            assert_eq!(head.headers()["docker-content-digest"], digest.as_str());
+
+            let get = client.get(&url).send().await.expect("GET");
+            assert_eq!(get.version(), want);
+            let body = get.bytes().await.expect("blob body");
+            assert_eq!(sha256(&body), *digest, "{http:?}");
+        }
+
+        // Range reads pass through untouched.
+        let part = client
+            .get(format!("{}/v2/{name}/blobs/{sized}", gw.url()))
+            .header("range", "bytes=10-19")
+            .send()
+            .await
+            .expect("ranged GET");
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.bytes().await.unwrap().as_ref(), &blob[10..20]);
+    }
+}
+
+#[test]
+fn alpn_picks_http2_when_the_client_offers_both() {
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let ca = gw.ca_pem();
+    let url = format!("{}/v2/", gw.url());
+    let version = support::on_own_runtime(move || async move {
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .no_proxy()
+            .build()
+            .unwrap();
+        client.get(url).send().await.expect("GET /v2/").version()
+    });
+    assert_eq!(version, reqwest::Version::HTTP_2);
+}
+
+#[test]
+fn tls_1_2_and_1_3_handshakes_are_accepted_and_1_1_is_not() {
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let ca = gw.ca_cert_dir().join("ca.crt");
+    let handshake = |flag: &str| {
+        let out = Command::new("openssl")
+            .args(["s_client", flag, "-connect", &gw.host_port(), "-CAfile"])
+            .arg(&ca)
+            .args(["-verify_return_error", "-brief"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl s_client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text) = handshake("-tls1_3");
+    assert!(ok && text.contains("TLSv1.3"), "{text}");
+    let (ok, text) = handshake("-tls1_2");
+    assert!(ok && text.contains("TLSv1.2"), "{text}");
+    let (ok, text) = handshake("-tls1_1");
+    assert!(!ok, "TLS 1.1 must be refused: {text}");
+}
