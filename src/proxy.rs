@@ -109,6 +109,9 @@ impl Proxy {
                 forwarded_host: self.headers.forwarded_host,
             },
         );
+        // hyper has already answered `Expect: 100-continue` (when the body is first read);
+        // passed on, it would make the upstream wait for a second go-ahead.
+        parts.headers.remove(header::EXPECT);
         parts.uri = uri;
         // The pooled client speaks HTTP/1.1 upstream whatever the client spoke to us; an
         // HTTP/2 request kept as such would be refused on an HTTP/1 connection.
