@@ -128,10 +128,7 @@ fn generate_ca(args: GenerateCaArgs) -> Result<(), Failure> {
         dir.join("ca.key").display()
     );
     println!();
-    print!(
-        "{}",
-        tls::mint::ca_install_hints(&ca, &config.public_addresses())
-    );
+    print!("{}", tls::ca_install_hints(&ca, &config.public_addresses()));
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use time::OffsetDateTime;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Tls;
-use crate::tls::mint::{self, fmt_time, Ca, Leaf, SanName, CA_CERT, SERVER_CERT};
+use crate::tls::files::{self, CA_CERT, SERVER_CERT};
+use crate::tls::mint::Ca;
+use crate::tls::names::{fmt_time, Leaf, SanName};
 use crate::tls::{crypto, TlsError};
 
 /// The acceptor, and for minted certificates the loop that renews them.
@@ -35,9 +37,14 @@ pub fn setup(tls: &Tls, names: &[String]) -> Result<TlsSetup, TlsError> {
             let (ca, generated) = Ca::load_or_generate(dir)?;
             let ca_crt = dir.join(CA_CERT);
             if generated {
+                // `setup` knows the names but not the ports clients use, so it says where the
+                // file goes rather than printing `ca_install_hints` for guessed addresses.
+                let ca = std::path::absolute(&ca_crt).unwrap_or_else(|_| ca_crt.clone());
                 tracing::info!(
-                    ca = %ca_crt.display(),
-                    "generated a new CA; clients must trust it: copy it to /etc/docker/certs.d/<host:port>/ca.crt (`dockgate ca-hints` prints the commands)"
+                    ca = %ca.display(),
+                    "generated a new CA; every client must trust it: copy this ca.crt to \
+                     /etc/docker/certs.d/<host:port>/ca.crt (docker) or \
+                     /etc/containers/certs.d/<host:port>/ca.crt (podman, skopeo) on each client host"
                 );
             }
             let (names, refused) = ca.partition(names);
@@ -157,9 +164,9 @@ fn load_files(cert: &Path, key: &Path, names: &[String]) -> Result<CertifiedKey,
             source,
         })
     };
-    let chain = mint::read_chain(cert, &read(cert)?)?;
-    let private = mint::read_key(key, &read(key)?)?;
-    let certified = mint::certified_key(chain, private)
+    let chain = files::read_chain(cert, &read(cert)?)?;
+    let private = files::read_key(key, &read(key)?)?;
+    let certified = files::certified_key(chain, private)
         .map_err(|e| file_error(key, format!("{e} in {}", cert.display())))?;
     let Some(leaf_der) = certified.cert.first() else {
         return Err(file_error(cert, "no certificate in this file".into()));
@@ -263,7 +270,8 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::mint::{generate_ca, CaOptions, ServerCert, CA_KEY, SERVER_KEY};
+    use crate::tls::files::{ServerCert, CA_KEY, SERVER_KEY};
+    use crate::tls::mint::{generate_ca, CaOptions};
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

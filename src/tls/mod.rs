@@ -1,11 +1,19 @@
-//! TLS: the certificate authority that mints what `serve` needs (`mint`), and the rustls
-//! acceptor whose certificate can be swapped under live traffic (`acceptor`).
+//! TLS: the certificate authority that mints what `serve` needs (`mint`), the names a
+//! certificate covers (`names`), certificate and key files (`files`), how clients come to trust
+//! the CA (`install`), and the rustls acceptor whose certificate can be swapped under live
+//! traffic (`acceptor`).
 
 pub mod acceptor;
+pub mod files;
+pub mod install;
 pub mod mint;
+pub mod names;
 
 pub use acceptor::{setup, Renewal, TlsSetup};
-pub use mint::{ca_install_hints, generate_ca, issue_cert, Ca, CaOptions, ServerCert};
+pub use files::ServerCert;
+pub use install::ca_install_hints;
+pub use mint::{generate_ca, issue_cert, Ca, CaOptions};
+pub use names::{Leaf, SanName};
 
 use std::path::PathBuf;
 use std::sync::Arc;
