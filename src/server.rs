@@ -2,13 +2,15 @@
 //! the proxy service; and the graceful drain on shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -49,12 +51,13 @@ pub async fn run(
     timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.client_headers)
         .keep_alive(true);
-    http.http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         // Large windows let one HTTP/2 stream carry a layer at full speed; memory per stream is
@@ -63,7 +66,8 @@ pub async fn run(
         .initial_connection_window_size(4 << 20)
         .keep_alive_interval(Some(Duration::from_secs(60)));
     let shared = Arc::new(Shared {
-        http,
+        http1,
+        http2,
         acceptor,
         proxy,
         handshake_timeout: timeouts.tls_handshake,
@@ -102,7 +106,8 @@ pub async fn run(
 }
 
 struct Shared {
-    http: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     handshake_timeout: Duration,
@@ -160,21 +165,44 @@ async fn connection(
             return;
         }
     };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let proxy = shared.proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
     });
-    let conn = shared.http.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let io = TokioIo::new(tls);
+    // ALPN has chosen the protocol, so no bytes need sniffing (clients that offer no ALPN
+    // speak HTTP/1.1).
+    let result = if h2 {
+        let conn = shared.http2.serve_connection(io, service);
+        tokio::pin!(conn);
+        drive(conn, &mut shutdown, |c| c.graceful_shutdown()).await
+    } else {
+        let conn = shared.http1.serve_connection(io, service);
+        tokio::pin!(conn);
+        drive(conn, &mut shutdown, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// Drives a connection to its end; on shutdown, asks it to finish the requests in flight and
+/// close (HTTP/2: GOAWAY; HTTP/1.1: close after the current response).
+async fn drive<C>(
+    mut conn: Pin<&mut C>,
+    shutdown: &mut watch::Receiver<bool>,
+    graceful: fn(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            graceful(conn.as_mut());
+            conn.await
+        }
     }
 }

@@ -1,0 +1,361 @@
+//! The `dockgate` binary under test: a config file in a tempdir, `dockgate serve` on a free
+//! loopback port, its stderr in a log file, and HTTPS clients that trust only its minted CA.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::{free_addr, Location, Nexus, Proc};
+
+/// Which HTTP version a test client speaks to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    /// HTTP/1.1 only (ALPN `http/1.1`).
+    One,
+    /// HTTP/2 only (ALPN `h2`).
+    Two,
+}
+
+/// A gateway's configuration, built up before it starts.
+#[derive(Debug, Default, Clone)]
+pub struct GatewayBuilder {
+    put: Option<String>,
+    get: Option<String>,
+    web: Option<String>,
+    toml: String,
+    rules: String,
+    args: Vec<String>,
+}
+
+/// One running `dockgate serve`, terminated (SIGTERM, then SIGKILL) on drop.
+pub struct Gateway {
+    dir: TempDir,
+    addr: SocketAddr,
+    proc: Option<Proc>,
+    ca_dir: PathBuf,
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// put = the hosted registry, get = the group: the deployment the README describes.
+    pub fn in_front_of(nexus: &Nexus) -> GatewayBuilder {
+        Gateway::builder()
+            .put(&nexus.hosted.url())
+            .get(&nexus.group.url())
+    }
+
+    /// Starts a gateway from a TOML fragment (e.g. its `[upstreams]`); `listen` and `[tls]` are
+    /// added by the harness.
+    pub fn start(toml: &str) -> Gateway {
+        Gateway::builder().toml(toml).start()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT`, as docker and skopeo name the registry.
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A directory holding only `ca.crt`, like `/etc/docker/certs.d/HOST:PORT/`.
+    pub fn ca_cert_dir(&self) -> &Path {
+        &self.ca_dir
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_dir.join("ca.crt")).expect("read the gateway's ca.crt")
+    }
+
+    /// The directory the gateway mints its CA and server certificate into.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dockgate.toml")
+    }
+
+    /// `name:tag` (or `name@digest`) through the gateway, over TLS trusting its CA.
+    pub fn image(&self, reference: &str) -> Location {
+        Location::tls(&format!("{}/{reference}", self.addr), &self.ca_dir)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("gateway is stopped").pid()
+    }
+
+    /// Everything the gateway wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Peak resident memory (`VmHWM` in `/proc/PID/status`), in KiB.
+    pub fn vm_hwm_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status of the gateway");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// SIGTERM and wait up to `deadline` for a clean exit; `None` if it had to be killed.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let mut proc = self.proc.take()?;
+        super::signal(proc.pid(), "TERM");
+        let status = proc.wait_exit(deadline);
+        if status.is_none() {
+            proc.kill();
+        }
+        status
+    }
+
+    /// An HTTPS client that trusts only this gateway's CA.
+    pub fn client(&self, http: Http) -> reqwest::Client {
+        https_client(&self.ca_pem(), http)
+    }
+
+    /// `GET path` over HTTP/1.1, blocking; safe to call from sync and async tests alike.
+    pub fn get(&self, path: &str) -> Reply {
+        self.request(Http::One, "GET", path)
+    }
+
+    /// Any method, blocking, without a body.
+    pub fn request(&self, http: Http, method: &str, path: &str) -> Reply {
+        let ca = self.ca_pem();
+        let url = format!("{}{path}", self.url());
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        on_own_runtime(move || async move {
+            let client = https_client(&ca, http);
+            let response = client
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+            Reply::read(response).await
+        })
+    }
+}
+
+impl GatewayBuilder {
+    pub fn put(mut self, url: &str) -> Self {
+        self.put = Some(url.to_string());
+        self
+    }
+
+    pub fn get(mut self, url: &str) -> Self {
+        self.get = Some(url.to_string());
+        self
+    }
+
+    pub fn web(mut self, url: &str) -> Self {
+        self.web = Some(url.to_string());
+        self
+    }
+
+    /// A user routing rule, e.g. `.rule(&["GET", "HEAD"], "/", "get")`.
+    pub fn rule(mut self, methods: &[&str], path: &str, upstream: &str) -> Self {
+        let methods: Vec<String> = methods.iter().map(|m| format!("{m:?}")).collect();
+        self.rules.push_str(&format!(
+            "\n[[rules]]\nmethods = [{}]\npath = {path:?}\nupstream = {upstream:?}\n",
+            methods.join(", ")
+        ));
+        self
+    }
+
+    /// Raw TOML placed right after `listen`, so it may start with top-level keys
+    /// (`hostnames = [...]`) and go on with tables (`[timeouts]`, `[headers]`).
+    pub fn toml(mut self, fragment: &str) -> Self {
+        self.toml.push_str(fragment);
+        self.toml.push('\n');
+        self
+    }
+
+    /// An extra command-line argument for `dockgate serve`.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// The config file this builder writes, with `addr` and `certs` filled in.
+    pub fn config_text(&self, addr: SocketAddr, certs: &Path) -> String {
+        let mut text = format!("listen = [\"{addr}\"]\n{}", self.toml);
+        if self.put.is_some() || self.get.is_some() || self.web.is_some() {
+            text.push_str("\n[upstreams]\n");
+            for (key, url) in [("put", &self.put), ("get", &self.get), ("web", &self.web)] {
+                if let Some(url) = url {
+                    text.push_str(&format!("{key} = {url:?}\n"));
+                }
+            }
+        }
+        if !self.toml.lines().any(|l| l.trim() == "[tls]") {
+            text.push_str(&format!(
+                "\n[tls]\ndir = {:?}\n",
+                certs.display().to_string()
+            ));
+        }
+        text.push_str(&self.rules);
+        text
+    }
+
+    /// Writes the config, spawns `dockgate serve --config FILE`, and waits until a TLS request
+    /// to `/v2/` gets any HTTP answer.
+    pub fn start(self) -> Gateway {
+        let dir = tempfile::Builder::new()
+            .prefix("dockgate-")
+            .tempdir()
+            .expect("tempdir for the gateway");
+        let addr = free_addr();
+        let certs = dir.path().join("certs");
+        let config = dir.path().join("dockgate.toml");
+        std::fs::write(&config, self.config_text(addr, &certs)).expect("write dockgate.toml");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockgate"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(&self.args);
+        cmd.env("RUST_BACKTRACE", "1");
+        let mut proc = Proc::spawn("dockgate", cmd, &dir.path().join("gateway.log"));
+
+        let ca = certs.join("ca.crt");
+        proc.wait_until(&format!("https://{addr}/v2/ answers"), || {
+            let Ok(pem) = std::fs::read(&ca) else {
+                return false;
+            };
+            on_own_runtime(move || async move {
+                let client = https_client(&pem, Http::One);
+                let probe = client
+                    .get(format!("https://{addr}/v2/"))
+                    .timeout(Duration::from_secs(2))
+                    .send();
+                probe.await.is_ok()
+            })
+        });
+
+        let ca_dir = dir.path().join("certs.d").join(addr.to_string());
+        std::fs::create_dir_all(&ca_dir).expect("create certs.d dir");
+        std::fs::copy(&ca, ca_dir.join("ca.crt")).expect("copy ca.crt");
+        Gateway {
+            dir,
+            addr,
+            proc: Some(proc),
+            ca_dir,
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(10));
+    }
+}
+
+/// A response read whole (tests only read small ones).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub version: reqwest::Version,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let version = response.version();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        Reply {
+            status,
+            version,
+            headers,
+            body,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A reqwest client trusting only `ca_pem` (no system roots, no proxy from the environment).
+pub fn https_client(ca_pem: &[u8], http: Http) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(ca_pem).expect("ca.crt is a PEM certificate");
+    let builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5));
+    let builder = match http {
+        Http::One => builder.http1_only(),
+        Http::Two => builder.http2_prior_knowledge(),
+    };
+    builder.build().expect("build an HTTPS client")
+}
+
+/// Runs an async block on a fresh thread with its own runtime, so blocking helpers work from
+/// plain `#[test]`s and from inside `#[tokio::test]`s alike.
+pub fn on_own_runtime<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(f())
+    })
+    .join()
+    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// `METHOD url` over plain HTTP (for the registries and the group behind the gateway), blocking.
+pub fn plain_request(method: &str, url: &str) -> Reply {
+    let url = url.to_string();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    on_own_runtime(move || async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("build an HTTP client");
+        let response = client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+        Reply::read(response).await
+    })
+}
