@@ -1,0 +1,426 @@
+//! Raw TOML (serde, unknown keys refused) checked into a `Config`, with byte spans turned into
+//! line numbers so that every error reads `file:line: key: what is wrong`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{Method, Uri};
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    Config, ConfigError, Defaults, HeaderOptions, Rule, Target, Timeouts, Tls, UpstreamUrl,
+    Upstreams,
+};
+
+/// Parses and checks a whole file's text.
+pub(super) fn from_toml(text: &str, file: Option<&Path>) -> Result<Config, ConfigError> {
+    let ctx = Ctx { text, file };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.parse_error(&e))?;
+    ctx.check(raw)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<OneOrMany>>,
+    hostnames: Option<Vec<Spanned<String>>>,
+    upstreams: Option<RawUpstreams>,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    timeouts: Option<RawTimeouts>,
+    headers: Option<RawHeaders>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreams {
+    put: Option<Spanned<String>>,
+    get: Option<Spanned<String>>,
+    web: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    dir: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    server_days: Option<Spanned<u32>>,
+    renew_check: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    methods: Vec<Spanned<String>>,
+    path: Spanned<String>,
+    upstream: Spanned<Target>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<String>>,
+    response_headers: Option<Spanned<String>>,
+    body_stall: Option<Spanned<String>>,
+    client_headers: Option<Spanned<String>>,
+    tls_handshake: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    forwarded_host: Option<bool>,
+    upstream_host: Option<bool>,
+}
+
+/// Where the text and file are, to turn byte spans into line numbers.
+struct Ctx<'a> {
+    text: &'a str,
+    file: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(&self, spanned: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            line: Some(self.line_of(spanned.span().start)),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
+        // toml's message is several lines with a source excerpt; keep its first line and name
+        // the key it complains about when it says which.
+        let message = e.message().trim().to_string();
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.starts_with("unknown field"))
+            .unwrap_or_default()
+            .to_string();
+        ConfigError {
+            file: self.file.map(Path::to_path_buf),
+            line: e.span().map(|s| self.line_of(s.start)),
+            key,
+            message,
+        }
+    }
+
+    fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen = match &raw.listen {
+            None => {
+                vec![parse_listen(Defaults::LISTEN).expect("the default listen address parses")]
+            }
+            Some(spanned) => {
+                let items: Vec<&String> = match spanned.get_ref() {
+                    OneOrMany::One(s) => vec![s],
+                    OneOrMany::Many(v) => v.iter().collect(),
+                };
+                if items.is_empty() {
+                    return Err(self.err(spanned, "listen", "needs at least one address"));
+                }
+                items
+                    .into_iter()
+                    .map(|s| parse_listen(s).map_err(|m| self.err(spanned, "listen", m)))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let hostnames = raw
+            .hostnames
+            .unwrap_or_default()
+            .iter()
+            .map(|h| parse_hostname(h.get_ref()).map_err(|m| self.err(h, "hostnames", m)))
+            .collect::<Result<_, _>>()?;
+
+        let ups = raw.upstreams.unwrap_or_default();
+        let upstream = |v: &Option<Spanned<String>>, key: &str, default: Option<&str>| match v {
+            Some(s) => parse_upstream(s.get_ref())
+                .map(Some)
+                .map_err(|m| self.err(s, key, m)),
+            None => Ok(default.map(|d| parse_upstream(d).expect("default upstreams parse"))),
+        };
+        let put = upstream(&ups.put, "upstreams.put", Some(Defaults::PUT))?;
+        let get = upstream(&ups.get, "upstreams.get", Some(Defaults::GET))?;
+        let web = upstream(&ups.web, "upstreams.web", None)?;
+        let upstreams = Upstreams {
+            put: put.expect("put has a default"),
+            get: get.expect("get has a default"),
+            web,
+        };
+
+        let tls = self.check_tls(raw.tls.unwrap_or_default())?;
+
+        let rules = raw
+            .rules
+            .into_iter()
+            .map(|r| self.check_rule(r, upstreams.web.is_some()))
+            .collect::<Result<_, _>>()?;
+
+        let t = raw.timeouts.unwrap_or_default();
+        let dur = |v: &Option<Spanned<String>>, key: &str, default: Duration| match v {
+            Some(s) => parse_duration(s.get_ref()).map_err(|m| self.err(s, key, m)),
+            None => Ok(default),
+        };
+        let timeouts = Timeouts {
+            connect: dur(&t.connect, "timeouts.connect", Defaults::CONNECT)?,
+            response_headers: dur(
+                &t.response_headers,
+                "timeouts.response_headers",
+                Defaults::RESPONSE_HEADERS,
+            )?,
+            body_stall: dur(&t.body_stall, "timeouts.body_stall", Defaults::BODY_STALL)?,
+            client_headers: dur(
+                &t.client_headers,
+                "timeouts.client_headers",
+                Defaults::CLIENT_HEADERS,
+            )?,
+            tls_handshake: dur(
+                &t.tls_handshake,
+                "timeouts.tls_handshake",
+                Defaults::TLS_HANDSHAKE,
+            )?,
+            shutdown_grace: dur(
+                &t.shutdown_grace,
+                "timeouts.shutdown_grace",
+                Defaults::SHUTDOWN_GRACE,
+            )?,
+        };
+        let h = raw.headers.unwrap_or_default();
+        Ok(Config {
+            source: self.file.map(Path::to_path_buf),
+            listen,
+            hostnames,
+            upstreams,
+            tls,
+            rules,
+            timeouts,
+            headers: HeaderOptions {
+                forwarded_host: h.forwarded_host.unwrap_or(false),
+                upstream_host: h.upstream_host.unwrap_or(false),
+            },
+        })
+    }
+
+    fn check_tls(&self, raw: RawTls) -> Result<Tls, ConfigError> {
+        match (&raw.cert, &raw.key) {
+            (Some(cert), Some(key)) => {
+                if let Some(dir) = &raw.dir {
+                    return Err(self.err(dir, "tls.dir", "give either tls.dir (minted certificates) or tls.cert and tls.key (your own), not both"));
+                }
+                let cert_path = self.relative(cert.get_ref());
+                let key_path = self.relative(key.get_ref());
+                check_file(&cert_path).map_err(|m| self.err(cert, "tls.cert", m))?;
+                check_file(&key_path).map_err(|m| self.err(key, "tls.key", m))?;
+                Ok(Tls::Files {
+                    cert: cert_path,
+                    key: key_path,
+                })
+            }
+            (Some(cert), None) => Err(self.err(cert, "tls.cert", "needs tls.key as well")),
+            (None, Some(key)) => Err(self.err(key, "tls.key", "needs tls.cert as well")),
+            (None, None) => {
+                let dir = match &raw.dir {
+                    Some(d) => self.relative(d.get_ref()),
+                    None => PathBuf::from(Defaults::CERTS_DIR),
+                };
+                let server_days = match &raw.server_days {
+                    Some(d) if *d.get_ref() == 0 => {
+                        return Err(self.err(d, "tls.server_days", "must be at least 1"))
+                    }
+                    Some(d) => *d.get_ref(),
+                    None => Defaults::SERVER_DAYS,
+                };
+                let renew_check = match &raw.renew_check {
+                    Some(s) => parse_duration(s.get_ref())
+                        .map_err(|m| self.err(s, "tls.renew_check", m))?,
+                    None => Defaults::RENEW_CHECK,
+                };
+                Ok(Tls::Minted {
+                    dir,
+                    server_days,
+                    renew_check,
+                })
+            }
+        }
+    }
+
+    fn check_rule(&self, raw: RawRule, has_web: bool) -> Result<Rule, ConfigError> {
+        let methods = raw
+            .methods
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    self.err(
+                        m,
+                        "rules.methods",
+                        format!("{:?} is not an HTTP method", m.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        // Anchored so that `/v2/foo` cannot match `/x/v2/foo` by accident.
+        let pattern = format!("^(?:{})", raw.path.get_ref());
+        let path = Regex::new(&pattern).map_err(|e| {
+            self.err(
+                &raw.path,
+                "rules.path",
+                format!("not a valid regular expression: {e}"),
+            )
+        })?;
+        if *raw.upstream.get_ref() == Target::Web && !has_web {
+            return Err(self.err(
+                &raw.upstream,
+                "rules.upstream",
+                "routes to \"web\" but upstreams.web is not set",
+            ));
+        }
+        Ok(Rule {
+            methods,
+            path,
+            upstream: *raw.upstream.get_ref(),
+        })
+    }
+
+    /// Paths in a config file are relative to the file, as users expect of nginx includes.
+    fn relative(&self, p: &str) -> PathBuf {
+        let path = PathBuf::from(p);
+        match self.file.and_then(Path::parent) {
+            Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),
+            _ => path,
+        }
+    }
+}
+
+pub(super) fn check_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{} is not a file", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an address with a port, e.g. \"0.0.0.0:8443\" or \"[::]:8443\"")
+    })
+}
+
+pub fn parse_hostname(s: &str) -> Result<String, String> {
+    let h = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    if h.is_empty() {
+        return Err("a hostname cannot be empty".into());
+    }
+    if h.parse::<IpAddr>().is_ok() {
+        return Ok(h);
+    }
+    let ok = h.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+    });
+    if ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "{s:?} is not a DNS name or IP address (no port or scheme here; the port comes from listen)"
+        ))
+    }
+}
+
+pub fn parse_upstream(s: &str) -> Result<UpstreamUrl, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a URL ({e}); expected e.g. \"http://nexus:8082\""))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no scheme; expected e.g. \"http://nexus:8082\""))?;
+    if scheme != Scheme::HTTP {
+        return Err(format!(
+            "{s:?}: only http:// upstreams are supported (dockgate terminates TLS in front of them)"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{s:?} has no host; expected e.g. \"http://nexus:8082\""))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: credentials in upstream URLs are not supported"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{s:?}: an upstream URL cannot carry a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(UpstreamUrl {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+/// `"30s"`, `"5m"`, `"1h"`, `"250ms"`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; use e.g. \"30s\", \"5m\", \"250ms\""))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit; use ms, s, m or h (e.g. \"30s\")"
+            ))
+        }
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: a timeout must be longer than zero"));
+    }
+    Ok(d)
+}
+
+pub(super) fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
