@@ -183,6 +183,13 @@ impl Drop for AccessLog {
             .as_ref()
             .map_or(0, |c| c.load(Ordering::Relaxed));
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        if self.status == 0 {
+            // Dropped before the upstream answered: the client went away. nginx logs 499.
+            self.status = 499;
+            self.error.get_or_insert_with(|| {
+                "client fault: closed the connection before the response".into()
+            });
+        }
         let failure = self.error.as_deref().or(self.body_error.as_deref());
         match failure {
             None => tracing::info!(

@@ -246,3 +246,31 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
         .expect("the gateway exits by itself");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_client_that_gives_up_waiting_is_logged_as_499() {
+    let silent = SilentUpstream::start();
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nresponse_headers = \"30s\"")
+        .put(&silent.url())
+        .get(&silent.url())
+        .start_when_listening();
+    let ca = gw.ca_pem();
+    let url = format!("{}/v2/library/alpine/manifests/latest", gw.url());
+    let outcome = support::on_own_runtime(move || async move {
+        let client = support::https_client(&ca, Http::One);
+        client
+            .get(url)
+            .timeout(Duration::from_millis(300))
+            .send()
+            .await
+    });
+    assert!(outcome.is_err(), "the upstream never answers");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.log().lines().any(|l| {
+        l.contains("status=499") && l.contains("closed the connection before the response")
+    }) {
+        assert!(Instant::now() < deadline, "no 499 line:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

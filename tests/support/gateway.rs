@@ -29,6 +29,8 @@ pub struct GatewayBuilder {
     toml: String,
     rules: String,
     args: Vec<String>,
+    /// Ready as soon as the port accepts connections, for upstreams that never answer.
+    listening_is_ready: bool,
 }
 
 /// One running `dockgate serve`, terminated (SIGTERM, then SIGKILL) on drop.
@@ -214,6 +216,13 @@ impl GatewayBuilder {
         text
     }
 
+    /// Like `start`, but ready once the port accepts connections (the gateway binds only after
+    /// its certificates are in place), for tests whose upstreams never answer.
+    pub fn start_when_listening(mut self) -> Gateway {
+        self.listening_is_ready = true;
+        self.start()
+    }
+
     /// Writes the config, spawns `dockgate serve --config FILE`, and waits until a TLS request
     /// to `/v2/` gets any HTTP answer.
     pub fn start(self) -> Gateway {
@@ -239,6 +248,9 @@ impl GatewayBuilder {
             let Ok(pem) = std::fs::read(&ca) else {
                 return false;
             };
+            if self.listening_is_ready {
+                return std::net::TcpStream::connect(addr).is_ok();
+            }
             on_own_runtime(move || async move {
                 let client = https_client(&pem, Http::One);
                 let probe = client
