@@ -190,33 +190,28 @@ impl Drop for AccessLog {
                 "client fault: closed the connection before the response".into()
             });
         }
-        let failure = self.error.as_deref().or(self.body_error.as_deref());
-        match failure {
-            None => tracing::info!(
-                target: "access",
-                client = %self.client,
-                method = %self.method,
-                path = %self.path,
-                route = %self.reason,
-                upstream = %self.upstream,
-                status = self.status,
-                bytes_in,
-                bytes_out = self.bytes_out,
-                ms = format_args!("{ms:.1}"),
-            ),
-            Some(error) => tracing::warn!(
-                target: "access",
-                client = %self.client,
-                method = %self.method,
-                path = %self.path,
-                route = %self.reason,
-                upstream = %self.upstream,
-                status = self.status,
-                bytes_in,
-                bytes_out = self.bytes_out,
-                ms = format_args!("{ms:.1}"),
-                error,
-            ),
+        // tracing needs the level at compile time; the fields are the same either way.
+        macro_rules! line {
+            ($level:expr, $($error:tt)*) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    client = %self.client,
+                    method = %self.method,
+                    path = %self.path,
+                    route = %self.reason,
+                    upstream = %self.upstream,
+                    status = self.status,
+                    bytes_in,
+                    bytes_out = self.bytes_out,
+                    ms = format_args!("{ms:.1}"),
+                    $($error)*
+                )
+            };
+        }
+        match self.error.as_deref().or(self.body_error.as_deref()) {
+            None => line!(tracing::Level::INFO,),
+            Some(error) => line!(tracing::Level::WARN, error),
         }
     }
 }

@@ -9,9 +9,24 @@ use std::process::{Command, Stdio};
 use bytes::Bytes;
 use support::{sha256, Gateway, Http, Registry};
 
-/// Uploads `blob` to `name` through the gateway (POST, then PATCH chunked, then PUT with the
-/// digest) and returns its digest.
-async fn upload_chunked(client: &reqwest::Client, gw: &Gateway, name: &str, blob: &[u8]) -> String {
+/// How an upload's body is framed on the wire.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// PATCH with a body of unknown length (chunked over HTTP/1.1), as docker sends layers,
+    /// then an empty PUT with the digest.
+    Chunked,
+    /// One PUT with `Content-Length`, as containerd sends it.
+    Sized,
+}
+
+/// Uploads `blob` to `name` through the gateway and returns its digest.
+async fn upload(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    name: &str,
+    blob: &[u8],
+    framing: Framing,
+) -> String {
     let digest = sha256(blob);
     let resp = client
         .post(format!("{}/v2/{name}/blobs/uploads/", gw.url()))
@@ -19,61 +34,36 @@ async fn upload_chunked(client: &reqwest::Client, gw: &Gateway, name: &str, blob
         .await
         .expect("POST");
     assert_eq!(resp.status(), 202);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    // A body of unknown length goes as chunked over HTTP/1.1, as docker sends layers.
-    let chunks: Vec<Result<Bytes, std::io::Error>> = blob
-        .chunks(100_000)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    let resp = client
-        .patch(&location)
-        .header("content-type", "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .expect("PATCH");
-    assert_eq!(resp.status(), 202, "PATCH");
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = client
-        .put(format!("{location}{sep}digest={digest}"))
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(
-        resp.status(),
-        201,
-        "PUT {}",
-        resp.text().await.unwrap_or_default()
-    );
-    digest
-}
-
-/// A monolithic upload with `Content-Length`, as containerd sends it.
-async fn upload_sized(client: &reqwest::Client, gw: &Gateway, name: &str, blob: &[u8]) -> String {
-    let digest = sha256(blob);
-    let resp = client
-        .post(format!("{}/v2/{name}/blobs/uploads/", gw.url()))
-        .send()
-        .await
-        .expect("POST");
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let mut location = resp.headers()["location"].to_str().unwrap().to_string();
+    let mut body = reqwest::Body::from(blob.to_vec());
+    if let Framing::Chunked = framing {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = blob
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let resp = client
+            .patch(&location)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(resp.status(), 202, "PATCH");
+        location = resp.headers()["location"].to_str().unwrap().to_string();
+        body = reqwest::Body::from(Vec::new());
+    }
     let sep = if location.contains('?') { '&' } else { '?' };
     let resp = client
         .put(format!("{location}{sep}digest={digest}"))
         .header("content-type", "application/octet-stream")
-        .body(blob.to_vec())
+        .body(body)
         .send()
         .await
         .expect("PUT");
-    assert_eq!(
-        resp.status(),
-        201,
-        "PUT {}",
-        resp.text().await.unwrap_or_default()
-    );
+    let status = resp.status();
+    assert_eq!(status, 201, "PUT {}", resp.text().await.unwrap_or_default());
     digest
 }
 
@@ -93,8 +83,8 @@ async fn http1_and_http2_clients_both_push_and_read_blobs() {
             Http::Two => reqwest::Version::HTTP_2,
         };
         let name = format!("proto/{http:?}").to_lowercase();
-        let chunked = upload_chunked(&client, &gw, &name, &blob[..700_000]).await;
-        let sized = upload_sized(&client, &gw, &name, &blob).await;
+        let chunked = upload(&client, &gw, &name, &blob[..700_000], Framing::Chunked).await;
+        let sized = upload(&client, &gw, &name, &blob, Framing::Sized).await;
 
         for (digest, len) in [(&chunked, 700_000), (&sized, blob.len())] {
             let url = format!("{}/v2/{name}/blobs/{digest}", gw.url());
