@@ -166,3 +166,63 @@ fn tls_1_2_and_1_3_handshakes_are_accepted_and_1_1_is_not() {
     let (ok, text) = handshake("-tls1_1");
     assert!(!ok, "TLS 1.1 must be refused: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nclient_headers = \"1s\"")
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            dockgate::tls::Ca::load(&gw.certs_dir())
+                .expect("the gateway's CA")
+                .cert_der()
+                .clone(),
+        )
+        .expect("add the CA");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+
+    tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send a request");
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.expect("read the response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // Idle: the gateway closes the connection after client_headers, not before.
+    let idle = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "EOF, not data");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed too early: {waited:?}"
+    );
+}
