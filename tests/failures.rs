@@ -274,3 +274,93 @@ fn a_client_that_gives_up_waiting_is_logged_as_499() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Fault stub: answers every request with `Content-Length: 64` and then sends the body one byte
+/// every `every`, stopping for good after `bytes` bytes. A real registry does not trickle.
+struct TricklingUpstream {
+    addr: SocketAddr,
+}
+
+impl TricklingUpstream {
+    fn start(every: Duration, bytes: usize) -> TricklingUpstream {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the trickling upstream");
+        let addr = listener.local_addr().expect("its address");
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut head = [0u8; 4096];
+                    let _ = conn.read(&mut head);
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n");
+                    for _ in 0..bytes {
+                        std::thread::sleep(every);
+                        if conn.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(30));
+                });
+            }
+        });
+        TricklingUpstream { addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn read_body(gw: &Gateway) -> (Result<usize, String>, Duration) {
+    let ca = gw.ca_pem();
+    let url = format!("{}/v2/library/alpine/blobs/sha256:00", gw.url());
+    let started = Instant::now();
+    let got = support::on_own_runtime(move || async move {
+        let client = support::https_client(&ca, Http::One);
+        let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+        resp.bytes()
+            .await
+            .map(|b| b.len())
+            .map_err(|e| e.to_string())
+    });
+    (got, started.elapsed())
+}
+
+#[test]
+fn a_slow_but_moving_body_is_never_cut_and_a_stalled_one_is() {
+    // 64 bytes, one every 100 ms: 6.4 s in all, far past the 1 s stall timeout.
+    let moving = TricklingUpstream::start(Duration::from_millis(100), 64);
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nbody_stall = \"1s\"")
+        .put(&moving.url())
+        .get(&moving.url())
+        .start_when_listening();
+    let (got, took) = read_body(&gw);
+    assert_eq!(got, Ok(64), "the whole body arrives");
+    assert!(took >= Duration::from_secs(6), "{took:?}");
+
+    // 10 bytes, then nothing: the transfer ends about 1 s after the last byte.
+    let stalled = TricklingUpstream::start(Duration::from_millis(100), 10);
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nbody_stall = \"1s\"")
+        .put(&stalled.url())
+        .get(&stalled.url())
+        .start_when_listening();
+    let (got, took) = read_body(&gw);
+    assert!(
+        got.is_err(),
+        "a truncated body must be an error, got {got:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "cut by the stall timeout, not later: {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw.log().contains("no data for 1s") {
+        assert!(
+            Instant::now() < deadline,
+            "the stall is logged:\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
