@@ -141,17 +141,11 @@ impl Gateway {
     /// Any method, blocking, without a body.
     pub fn request(&self, http: Http, method: &str, path: &str) -> Reply {
         let ca = self.ca_pem();
-        let url = format!("{}{path}", self.url());
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-        on_own_runtime(move || async move {
-            let client = https_client(&ca, http);
-            let response = client
-                .request(method.clone(), &url)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
-            Reply::read(response).await
-        })
+        send_blocking(
+            move || https_client(&ca, http),
+            method,
+            format!("{}{path}", self.url()),
+        )
     }
 }
 
@@ -356,14 +350,24 @@ where
 
 /// `METHOD url` over plain HTTP (for the registries and the group behind the gateway), blocking.
 pub fn plain_request(method: &str, url: &str) -> Reply {
-    let url = url.to_string();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-    on_own_runtime(move || async move {
-        let client = reqwest::Client::builder()
+    let client = || {
+        reqwest::Client::builder()
             .no_proxy()
             .build()
-            .expect("build an HTTP client");
-        let response = client
+            .expect("build an HTTP client")
+    };
+    send_blocking(client, method, url.to_string())
+}
+
+/// Sends `METHOD url` without a body on a client made by `client`, and reads the reply whole.
+fn send_blocking(
+    client: impl FnOnce() -> reqwest::Client + Send + 'static,
+    method: &str,
+    url: String,
+) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    on_own_runtime(move || async move {
+        let response = client()
             .request(method.clone(), &url)
             .send()
             .await
