@@ -364,3 +364,33 @@ fn a_slow_but_moving_body_is_never_cut_and_a_stalled_one_is() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The response-header timeout starts when the request body has been sent, sized or chunked: an
+/// upload to an upstream that then says nothing ends in a 504, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upload_an_upstream_that_never_answers_gives_a_504() {
+    let silent = SilentUpstream::start();
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nresponse_headers = \"1s\"")
+        .put(&silent.url())
+        .get(&silent.url())
+        .start_when_listening();
+    let client = gw.client(Http::One);
+    let url = format!("{}/v2/slow/blobs/uploads/some-session", gw.url());
+    for (framing, body) in [
+        ("sized", reqwest::Body::from(vec![1u8; 300_000])),
+        ("chunked", slow_body(3, Duration::from_millis(100), false)),
+    ] {
+        let started = Instant::now();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.patch(&url).body(body).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{framing}: still waiting after 10 s"))
+        .expect("a response");
+        assert_eq!(resp.status(), 504, "{framing}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "{framing}: took {took:?}");
+    }
+}
