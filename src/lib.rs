@@ -16,7 +16,6 @@ pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -39,13 +38,9 @@ pub enum ServeError {
 }
 
 /// Serves `config` until `shutdown` resolves, then drains. Certificates are loaded (or minted)
-/// and every port bound before the first connection is accepted. `on_ready` receives the bound
-/// addresses (useful with port 0).
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-    on_ready: impl FnOnce(&[SocketAddr]),
-) -> Result<(), ServeError> {
+/// and every port bound before the first connection is accepted; each bound address is logged
+/// (`listening`), so port 0 works too.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let tls = tls::setup(&config.tls, &config.certificate_names())?;
     let listeners = server::bind(&config.listen).map_err(|source| ServeError::Bind {
         addr: config
@@ -56,7 +51,6 @@ pub async fn serve(
             .join(", "),
         source,
     })?;
-    let bound: Vec<SocketAddr> = listeners.iter().map(|(a, _)| *a).collect();
     let renewal = tls.renewal.map(|r| tokio::spawn(r.run()));
     let proxy = Arc::new(Proxy::new(&config));
     tracing::info!(
@@ -65,7 +59,6 @@ pub async fn serve(
         web = %config.upstreams.web.as_ref().map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
         "upstreams"
     );
-    on_ready(&bound);
 
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(server::run(

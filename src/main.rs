@@ -87,7 +87,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(Failure::runtime)?;
     runtime
-        .block_on(dockgate::serve(config, shutdown_signal(), |_| {}))
+        .block_on(dockgate::serve(config, shutdown_signal()))
         .map_err(|e| match e {
             ServeError::Tls(e) => Failure::input(e),
             e @ ServeError::Bind { .. } => Failure::runtime(e),
