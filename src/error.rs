@@ -19,7 +19,7 @@ pub enum GatewayError {
         origin: String,
         reason: String,
         #[source]
-        source: Option<hyper_util::client::legacy::Error>,
+        source: hyper_util::client::legacy::Error,
     },
     /// Connected and sent, but no response headers arrived in time.
     #[error("the {upstream} upstream {origin} sent no response within {}s", .after.as_secs_f64())]
@@ -94,7 +94,7 @@ impl GatewayError {
                 upstream,
                 origin,
                 reason,
-                source: Some(err),
+                source: err,
             }
         } else {
             GatewayError::UpstreamProtocol {
