@@ -60,6 +60,15 @@ pub struct Upstreams {
     pub put: UpstreamUrl,
     pub get: UpstreamUrl,
     pub web: Option<UpstreamUrl>,
+    /// The CAs that https:// upstreams must chain to; `None`: the system's trust store.
+    pub ca: Option<UpstreamCa>,
+}
+
+/// A PEM bundle of CA certificates for https:// upstreams, read and checked at start.
+#[derive(Debug, Clone)]
+pub struct UpstreamCa {
+    pub path: PathBuf,
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// An upstream's origin and base path, e.g. `http://nexus:8081/repository/docker-hosted`.
@@ -296,6 +305,9 @@ impl Config {
         out.push_str(&format!("get = {:?}\n", self.upstreams.get.to_string()));
         if let Some(web) = &self.upstreams.web {
             out.push_str(&format!("web = {:?}\n", web.to_string()));
+        }
+        if let Some(ca) = &self.upstreams.ca {
+            out.push_str(&format!("ca = {:?}\n", ca.path.display().to_string()));
         }
         out.push_str("\n[tls]\n");
         match &self.tls {

@@ -6,13 +6,14 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use crate::body::Body;
-use crate::config::{self, Defaults, Target, Timeouts, UpstreamUrl};
+use crate::config::{self, Defaults, Target, Timeouts, UpstreamCa, UpstreamUrl};
 use crate::error::GatewayError;
 
 /// One configured upstream.
@@ -29,7 +30,7 @@ pub struct Upstreams {
     web: Option<Upstream>,
     /// Every upstream's URL, for rewriting response headers that point at any of them.
     urls: Vec<UpstreamUrl>,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     response_headers: Duration,
 }
 
@@ -41,6 +42,14 @@ impl Upstreams {
         // each one.
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        // https:// upstreams (Harbor, a Nexus behind TLS) are verified against `upstreams.ca`
+        // or the system's trust store; http:// ones go through unchanged.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(upstream_tls(cfg.ca.as_ref()))
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -109,6 +118,31 @@ impl Upstreams {
             }),
         }
     }
+}
+
+/// The client side of TLS to https:// upstreams.
+fn upstream_tls(ca: Option<&UpstreamCa>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            let (added, ignored) = roots.add_parsable_certificates(ca.certs.iter().cloned());
+            if ignored > 0 {
+                tracing::warn!(file = %ca.path.display(), added, ignored, "some upstream CA certificates are unusable");
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::debug!(error = %e, "reading the system trust store");
+            }
+            roots.add_parsable_certificates(native.certs);
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(crate::tls::crypto())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 impl Upstream {

@@ -75,6 +75,13 @@ fn a_missing_certificate_file_is_named_with_its_line() {
 }
 
 #[test]
+fn a_missing_upstream_ca_bundle_is_named_with_its_line() {
+    let err = refused("[upstreams]\nput = \"https://harbor:443\"\nca = \"/nonexistent/ca.pem\"\n");
+    assert!(err.starts_with("dockgate: FILE:3: upstreams.ca: "), "{err}");
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
 fn a_bad_timeout_and_a_bad_rule_are_named_too() {
     let err = refused("[timeouts]\nconnect = \"5 parsecs\"\n");
     assert!(

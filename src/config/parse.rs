@@ -12,8 +12,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Config, ConfigError, Defaults, HeaderOptions, Rule, Target, Timeouts, Tls, UpstreamUrl,
-    Upstreams,
+    Config, ConfigError, Defaults, HeaderOptions, Rule, Target, Timeouts, Tls, UpstreamCa,
+    UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -49,6 +49,7 @@ struct RawUpstreams {
     put: Option<Spanned<String>>,
     get: Option<Spanned<String>>,
     web: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,7 +117,7 @@ impl Ctx<'_> {
     fn parse_error(&self, e: &toml::de::Error) -> ConfigError {
         // toml's message is several lines with a source excerpt; keep its first line and name
         // the key it complains about when it says which.
-        let message = e.message().trim().to_string();
+        let message = e.message().trim().replace('\n', ": ");
         let key = message
             .split('`')
             .nth(1)
@@ -167,10 +168,19 @@ impl Ctx<'_> {
         let put = upstream(&ups.put, "upstreams.put", Some(Defaults::PUT))?;
         let get = upstream(&ups.get, "upstreams.get", Some(Defaults::GET))?;
         let web = upstream(&ups.web, "upstreams.web", None)?;
+        let ca = match &ups.ca {
+            None => None,
+            Some(path) => {
+                let file = self.relative(path.get_ref());
+                let certs = read_ca_bundle(&file).map_err(|m| self.err(path, "upstreams.ca", m))?;
+                Some(UpstreamCa { path: file, certs })
+            }
+        };
         let upstreams = Upstreams {
             put: put.expect("put has a default"),
             get: get.expect("get has a default"),
             web,
+            ca,
         };
 
         let tls = self.check_tls(raw.tls.unwrap_or_default())?;
@@ -324,6 +334,18 @@ pub(super) fn check_file(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The certificates of a PEM bundle; at least one, or the file is not what the user meant.
+fn read_ca_bundle(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>().map_err(|_| {
         format!("{s:?} is not an address with a port, e.g. \"0.0.0.0:8443\" or \"[::]:8443\"")
@@ -362,9 +384,9 @@ pub fn parse_upstream(s: &str) -> Result<UpstreamUrl, String> {
         .scheme()
         .cloned()
         .ok_or_else(|| format!("{s:?} has no scheme; expected e.g. \"http://nexus:8082\""))?;
-    if scheme != Scheme::HTTP {
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
         return Err(format!(
-            "{s:?}: only http:// upstreams are supported (dockgate terminates TLS in front of them)"
+            "{s:?}: an upstream URL starts with http:// or https://"
         ));
     }
     let authority = uri

@@ -26,6 +26,7 @@ pub struct GatewayBuilder {
     put: Option<String>,
     get: Option<String>,
     web: Option<String>,
+    upstream_ca: Option<String>,
     toml: String,
     rules: String,
     args: Vec<String>,
@@ -165,6 +166,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// `upstreams.ca`: the CA bundle https:// upstreams must chain to.
+    pub fn upstream_ca(mut self, path: &Path) -> Self {
+        self.upstream_ca = Some(path.display().to_string());
+        self
+    }
+
     /// A user routing rule, e.g. `.rule(&["GET", "HEAD"], "/", "get")`.
     pub fn rule(mut self, methods: &[&str], path: &str, upstream: &str) -> Self {
         let methods: Vec<String> = methods.iter().map(|m| format!("{m:?}")).collect();
@@ -194,7 +201,12 @@ impl GatewayBuilder {
         let mut text = format!("listen = [\"{addr}\"]\n{}", self.toml);
         if self.put.is_some() || self.get.is_some() || self.web.is_some() {
             text.push_str("\n[upstreams]\n");
-            for (key, url) in [("put", &self.put), ("get", &self.get), ("web", &self.web)] {
+            for (key, url) in [
+                ("put", &self.put),
+                ("get", &self.get),
+                ("web", &self.web),
+                ("ca", &self.upstream_ca),
+            ] {
                 if let Some(url) = url {
                     text.push_str(&format!("{key} = {url:?}\n"));
                 }

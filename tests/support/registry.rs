@@ -20,6 +20,8 @@ pub struct RegistryOptions {
     pub proxy_remote: Option<String>,
     /// `auth.token.realm`: answer 401 with `WWW-Authenticate: Bearer realm="..."`.
     pub token_realm: Option<String>,
+    /// `http.tls`: serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// One `docker-registry serve` on `127.0.0.1:<free port>`, storage in its own tempdir.
@@ -66,7 +68,12 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -126,6 +133,13 @@ fn config_yml(dir: &Path, addr: SocketAddr, options: &RegistryOptions) -> String
         storage = dir.join("storage").display(),
         relative = options.relative_urls,
     );
+    if let Some((cert, key)) = &options.tls {
+        yml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
     if let Some(remote) = &options.proxy_remote {
         yml.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
     }
