@@ -219,6 +219,15 @@ mkdir -p "$certs_d"
 cp "$work/certs/ca.crt" "$certs_d/ca.crt"
 say "dockgate: https://$gw (log: $work/dockgate.log)"
 
+# Pulls REF through dockgate into the OCI layout DIR and checks its manifest digest is WANT.
+pull_and_check() {
+    local ref=$1 dir=$2 want=$3 got
+    skopeo copy -q --src-cert-dir "$certs_d" "docker://$gw/$ref" "oci:$dir:pulled"
+    got=$(layout_digest "$dir")
+    say "pulled $got"
+    [[ $got == "$want" ]] || die "pulled digest $got is not the expected $want"
+}
+
 # ---- 1: an image only the hub has, pulled through dockgate ----
 step "1. Push library/hello:1 to the hub directly (as if it were on Docker Hub)"
 base_layer=$(make_layer base 256)
@@ -227,10 +236,7 @@ skopeo copy -q --dest-tls-verify=false "oci:$work/hello:latest" "docker://127.0.
 say "hub has library/hello:1 = $base_digest"
 
 step "2. Pull library/hello:1 through dockgate (get = group -> cache -> hub)"
-skopeo copy -q --src-cert-dir "$certs_d" "docker://$gw/library/hello:1" "oci:$work/pulled-hello:1"
-pulled=$(layout_digest "$work/pulled-hello")
-say "pulled $pulled"
-[[ $pulled == "$base_digest" ]] || die "pulled digest $pulled is not the hub's $base_digest"
+pull_and_check library/hello:1 "$work/pulled-hello" "$base_digest"
 
 # ---- 2: a derived image (the hub's layer + a new one), pushed through dockgate ----
 step "3. Push library/hello:app (hello's layer + a new one) through dockgate (put = hosted)"
@@ -242,10 +248,7 @@ say "(routing by method alone would send the shared layer's HEAD to the group, w
 say " so the push would skip it and hosted would refuse the manifest: blob unknown)"
 
 step "4. Pull library/hello:app back through dockgate"
-skopeo copy -q --src-cert-dir "$certs_d" "docker://$gw/library/hello:app" "oci:$work/pulled-app:app"
-back=$(layout_digest "$work/pulled-app")
-say "pulled $back"
-[[ $back == "$app_digest" ]] || die "pulled digest $back is not the pushed $app_digest"
+pull_and_check library/hello:app "$work/pulled-app" "$app_digest"
 hosted_has=$(skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$hosted/library/hello:app" | sha256sum | cut -d' ' -f1)
 [[ "sha256:$hosted_has" == "$app_digest" ]] || die "hosted does not hold the pushed image"
 say "hosted holds library/hello:app = sha256:$hosted_has"
