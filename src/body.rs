@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::AccessLog;
+use crate::access_log::AccessLog;
 
 pub struct Body {
     kind: Kind,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Overrides;
+use crate::config::{Overrides, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,14 +52,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// Upstream for writes (push, uploads, deletes, search): the Nexus hosted repository.
+    /// Repeated: the servers of a pool (replicas with the same content).
     #[arg(long, value_name = "URL")]
-    pub put: Option<String>,
-    /// Upstream for reads (pull): the Nexus group repository.
+    pub put: Vec<String>,
+    /// Upstream for reads (pull): the Nexus group repository. Repeated: the members of a
+    /// group, asked in order (e.g. a hosted registry, then a pull-through cache).
     #[arg(long, value_name = "URL")]
-    pub get: Option<String>,
-    /// Upstream for every non-registry path (the Nexus UI and REST API).
+    pub get: Vec<String>,
+    /// Upstream for every non-registry path (the Nexus UI and REST API). Repeated: a pool.
     #[arg(long, value_name = "URL")]
-    pub web: Option<String>,
+    pub web: Vec<String>,
     /// Public name clients use; the minted certificate covers it (repeatable).
     #[arg(long, value_name = "NAME")]
     pub hostname: Vec<String>,
@@ -78,9 +80,11 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
-            put: self.put.clone(),
-            get: self.get.clone(),
-            web: self.web.clone(),
+            upstreams: vec![
+                (Target::Put, self.put.clone()),
+                (Target::Get, self.get.clone()),
+                (Target::Web, self.web.clone()),
+            ],
             hostnames: self.hostname.clone(),
             certs: self.certs.clone(),
             cert: self.cert.clone(),

@@ -2,6 +2,7 @@
 //! overrides, and every default in `Defaults`. Parsing and checking the TOML is in `parse`.
 
 mod parse;
+mod upstreams;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -11,10 +12,11 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Method;
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use parse::{check_file, fmt_duration};
 pub use parse::{parse_duration, parse_hostname, parse_listen, parse_upstream};
+pub use upstreams::{Kind, UpstreamSpec};
 
 /// Every default in one place, so the README, `check-config` and the code agree.
 pub struct Defaults;
@@ -37,31 +39,59 @@ impl Defaults {
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
     pub const POOL_IDLE: Duration = Duration::from_secs(90);
     pub const POOL_MAX_IDLE_PER_HOST: usize = 64;
+    /// How often servers that have an alternative (in a pool, or a member of a group) are
+    /// probed with `GET /v2/`.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+    /// Consecutive failures (connect error, timeout, 5xx) that take such a server out until a
+    /// probe finds it healthy again.
+    pub const HEALTH_FAILS: u32 = 2;
 }
 
 /// The checked configuration. Built by `Config::load` or `Config::from_toml`, then adjusted by
 /// command-line flags through `Overrides`, then `finish`ed.
-#[derive(Debug, Clone)]
+/// `check-config` prints it through `Serialize`, so a new key is printed once it is a field.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// The file this came from, if any (for messages).
+    #[serde(skip)]
     pub source: Option<PathBuf>,
     pub listen: Vec<SocketAddr>,
     /// Public names clients use (DNS names or IP literals), without port.
     pub hostnames: Vec<String>,
+    #[serde(serialize_with = "upstreams::serialize_upstreams")]
     pub upstreams: Upstreams,
     pub tls: Tls,
-    pub rules: Vec<Rule>,
     pub timeouts: Timeouts,
     pub headers: HeaderOptions,
+    pub health: Health,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
 }
 
+/// The configured upstreams, one per `Target`; put and get always exist (they have defaults).
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    pub put: UpstreamUrl,
-    pub get: UpstreamUrl,
-    pub web: Option<UpstreamUrl>,
+    /// Indexed by `Target::index`.
+    specs: [Option<UpstreamSpec>; Target::ALL.len()],
     /// The CAs that https:// upstreams must chain to; `None`: the system's trust store.
     pub ca: Option<UpstreamCa>,
+}
+
+impl Upstreams {
+    pub fn spec(&self, target: Target) -> Option<&UpstreamSpec> {
+        self.specs[target.index()].as_ref()
+    }
+
+    pub fn set(&mut self, target: Target, spec: UpstreamSpec) {
+        self.specs[target.index()] = Some(spec);
+    }
+
+    /// The configured upstreams in `Target::ALL` order.
+    pub fn iter(&self) -> impl Iterator<Item = (Target, &UpstreamSpec)> {
+        Target::ALL
+            .iter()
+            .filter_map(|&t| self.spec(t).map(|s| (t, s)))
+    }
 }
 
 /// A PEM bundle of CA certificates for https:// upstreams, read and checked at start.
@@ -80,12 +110,14 @@ pub struct UpstreamUrl {
     pub base_path: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
 pub enum Tls {
     /// dockgate's own CA and server certificate in `dir`, minted when missing.
     Minted {
         dir: PathBuf,
         server_days: u32,
+        #[serde(serialize_with = "duration")]
         renew_check: Duration,
     },
     /// User-provided PEM files, served as given and never overwritten.
@@ -93,16 +125,21 @@ pub enum Tls {
 }
 
 /// A user routing rule; the first one that matches wins, before the built-in table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Rule {
     /// Empty means any method.
+    #[serde(serialize_with = "methods", skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<Method>,
+    /// Anchored at the start; `pattern` is what the user wrote.
+    #[serde(skip)]
     pub path: Regex,
+    #[serde(rename = "path")]
+    pub pattern: String,
     pub upstream: Target,
 }
 
-/// Which configured upstream a request goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+/// Which configured upstream a request goes to: the roles of the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Put,
@@ -110,19 +147,52 @@ pub enum Target {
     Web,
 }
 
-#[derive(Debug, Clone)]
+impl Target {
+    pub const ALL: [Target; 3] = [Target::Put, Target::Get, Target::Web];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Put => "put",
+            Target::Get => "get",
+            Target::Web => "web",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Timeouts {
+    #[serde(serialize_with = "duration")]
     pub connect: Duration,
     /// From the end of the request body to the upstream's response headers.
+    #[serde(serialize_with = "duration")]
     pub response_headers: Duration,
     /// No byte in either direction for this long ends a body; a moving transfer never does.
+    #[serde(serialize_with = "duration")]
     pub body_stall: Duration,
+    #[serde(serialize_with = "duration")]
     pub client_headers: Duration,
+    #[serde(serialize_with = "duration")]
     pub tls_handshake: Duration,
+    #[serde(serialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Health of servers that have an alternative: a server in a pool of several, or the servers
+/// of a member of a group. A lone server is always tried (there is nothing to fail over to).
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Active probe (`GET /v2/`; 200 or 401 is healthy) interval.
+    #[serde(serialize_with = "duration")]
+    pub interval: Duration,
+    /// Consecutive failures that take a server out until a probe succeeds.
+    pub fails: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct HeaderOptions {
     /// Send `X-Forwarded-Host`/`X-Forwarded-Port`. Off by default: Nexus appends the port a
     /// second time (`host:5001:5001`) and `docker login` then fails.
@@ -162,9 +232,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub listen: Vec<String>,
-    pub put: Option<String>,
-    pub get: Option<String>,
-    pub web: Option<String>,
+    /// Repeated flags per upstream: `--get` = members of a group in order, `--put`/`--web` =
+    /// servers of a pool.
+    pub upstreams: Vec<(Target, Vec<String>)>,
     pub hostnames: Vec<String>,
     pub certs: Option<PathBuf>,
     pub cert: Option<PathBuf>,
@@ -207,14 +277,16 @@ impl Config {
                 .map(|s| parse_listen(s).map_err(|m| flag("listen", m)))
                 .collect::<Result<_, _>>()?;
         }
-        if let Some(u) = &o.put {
-            self.upstreams.put = parse_upstream(u).map_err(|m| flag("put", m))?;
-        }
-        if let Some(u) = &o.get {
-            self.upstreams.get = parse_upstream(u).map_err(|m| flag("get", m))?;
-        }
-        if let Some(u) = &o.web {
-            self.upstreams.web = Some(parse_upstream(u).map_err(|m| flag("web", m))?);
+        for (target, urls) in &o.upstreams {
+            if urls.is_empty() {
+                continue;
+            }
+            let urls = urls
+                .iter()
+                .map(|u| parse_upstream(u).map_err(|m| flag(target.as_str(), m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.upstreams
+                .set(*target, upstreams::from_flags(*target, &urls));
         }
         if !o.hostnames.is_empty() {
             self.hostnames = o
@@ -290,77 +362,17 @@ impl Config {
 
     /// The effective configuration as TOML, for `check-config`.
     pub fn to_toml(&self) -> String {
-        let list = |v: &[String]| {
-            v.iter()
-                .map(|s| format!("{s:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let listen: Vec<String> = self.listen.iter().map(|a| a.to_string()).collect();
-        let mut out = String::new();
-        out.push_str(&format!("listen = [{}]\n", list(&listen)));
-        out.push_str(&format!("hostnames = [{}]\n\n", list(&self.hostnames)));
-        out.push_str("[upstreams]\n");
-        out.push_str(&format!("put = {:?}\n", self.upstreams.put.to_string()));
-        out.push_str(&format!("get = {:?}\n", self.upstreams.get.to_string()));
-        if let Some(web) = &self.upstreams.web {
-            out.push_str(&format!("web = {:?}\n", web.to_string()));
-        }
-        if let Some(ca) = &self.upstreams.ca {
-            out.push_str(&format!("ca = {:?}\n", ca.path.display().to_string()));
-        }
-        out.push_str("\n[tls]\n");
-        match &self.tls {
-            Tls::Minted {
-                dir,
-                server_days,
-                renew_check,
-            } => {
-                out.push_str(&format!("dir = {:?}\n", dir.display().to_string()));
-                out.push_str(&format!("server_days = {server_days}\n"));
-                out.push_str(&format!(
-                    "renew_check = \"{}\"\n",
-                    fmt_duration(*renew_check)
-                ));
-            }
-            Tls::Files { cert, key } => {
-                out.push_str(&format!("cert = {:?}\n", cert.display().to_string()));
-                out.push_str(&format!("key = {:?}\n", key.display().to_string()));
-            }
-        }
-        let t = &self.timeouts;
-        out.push_str("\n[timeouts]\n");
-        for (k, v) in [
-            ("connect", t.connect),
-            ("response_headers", t.response_headers),
-            ("body_stall", t.body_stall),
-            ("client_headers", t.client_headers),
-            ("tls_handshake", t.tls_handshake),
-            ("shutdown_grace", t.shutdown_grace),
-        ] {
-            out.push_str(&format!("{k} = \"{}\"\n", fmt_duration(v)));
-        }
-        out.push_str("\n[headers]\n");
-        out.push_str(&format!(
-            "forwarded_host = {}\nupstream_host = {}\n",
-            self.headers.forwarded_host, self.headers.upstream_host
-        ));
-        for rule in &self.rules {
-            let methods: Vec<String> = rule.methods.iter().map(|m| m.to_string()).collect();
-            out.push_str("\n[[rules]]\n");
-            if !methods.is_empty() {
-                out.push_str(&format!("methods = [{}]\n", list(&methods)));
-            }
-            out.push_str(&format!("path = {:?}\n", rule.path.as_str()));
-            let target = match rule.upstream {
-                Target::Put => "put",
-                Target::Get => "get",
-                Target::Web => "web",
-            };
-            out.push_str(&format!("upstream = \"{target}\"\n"));
-        }
-        out
+        // Every field serializes to a TOML string, integer, bool, array or table.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
+}
+
+fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&fmt_duration(*d))
+}
+
+fn methods<S: Serializer>(m: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().map(Method::as_str))
 }
 
 impl fmt::Display for UpstreamUrl {

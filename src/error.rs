@@ -37,6 +37,13 @@ pub enum GatewayError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// Every server that could answer is marked down by health checks.
+    #[error("no healthy server in the {upstream} upstream ({servers}); the last failure: {last}")]
+    NoHealthyServer {
+        upstream: &'static str,
+        servers: String,
+        last: String,
+    },
     /// The client's body failed: it disconnected or stopped sending.
     #[error("the client's request body failed: {0}")]
     ClientBody(#[source] BodyError),
@@ -51,6 +58,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::NoHealthyServer { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::ClientBody(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::ClientBody(BodyError::Transport(_)) => StatusCode::BAD_REQUEST,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -62,20 +70,31 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::UpstreamProtocol { .. } => "UNAVAILABLE",
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::NoHealthyServer { .. } => "UNAVAILABLE",
             GatewayError::ClientBody(_) => "BLOB_UPLOAD_INVALID",
             GatewayError::BadRequest(_) => "NAME_INVALID",
         }
     }
 
     /// Who should act: shown in the access log so an operator knows where to look.
-    pub fn fault(&self) -> &'static str {
+    pub fn fault(&self) -> Fault {
         match self {
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
-            | GatewayError::UpstreamProtocol { .. } => "upstream",
-            GatewayError::ClientBody(_) | GatewayError::BadRequest(_) => "client",
+            | GatewayError::UpstreamProtocol { .. }
+            | GatewayError::NoHealthyServer { .. } => Fault::Upstream,
+            GatewayError::ClientBody(_) | GatewayError::BadRequest(_) => Fault::Client,
         }
+    }
+
+    pub fn is_upstream(&self) -> bool {
+        self.fault() == Fault::Upstream
+    }
+
+    /// Nothing reached the upstream: the request may go to another server, whatever it is.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, GatewayError::UpstreamConnect { .. })
     }
 
     /// Classifies a failure of the pooled client: a broken client body is the client's fault,
@@ -108,6 +127,28 @@ impl GatewayError {
 
     pub fn into_response(self) -> Response<Body> {
         json_error(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// Who must act on a failure: a label for logs (and, later, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Upstream,
+    Client,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Upstream => "upstream",
+            Fault::Client => "client",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

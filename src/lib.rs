@@ -4,12 +4,14 @@
 //! `route` (which upstream) -> `upstream` (pooled client, timeouts) -> `body` (streaming back).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
 pub mod proxy;
+pub mod registry;
 pub mod route;
 pub mod server;
 pub mod tls;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::tls::TlsError;
+use crate::upstream::Upstreams;
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +55,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         source,
     })?;
     let renewal = tls.renewal.map(|r| tokio::spawn(r.run()));
-    let proxy = Arc::new(Proxy::new(&config));
-    tracing::info!(
-        put = %config.upstreams.put,
-        get = %config.upstreams.get,
-        web = %config.upstreams.web.as_ref().map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
-        "upstreams"
-    );
+    let upstreams = Arc::new(Upstreams::new(&config));
+    let probes = upstream::spawn_probes(&upstreams);
+    let proxy = Arc::new(Proxy::new(&config, upstreams));
+    for (target, spec) in config.upstreams.iter() {
+        tracing::info!(upstream = target.as_str(), servers = %spec, "upstream");
+    }
 
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(server::run(
@@ -73,6 +75,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let _ = server.await;
     if let Some(r) = renewal {
         r.abort();
+    }
+    for p in probes {
+        p.abort();
     }
     Ok(())
 }

@@ -34,7 +34,11 @@ pub enum Reason {
     /// GET/HEAD of a manifest: docker and containerd resolve tags with HEAD, so HEAD must see
     /// the group, like GET.
     Manifest,
-    /// Any other read: blobs, tags, catalog, `/v2/`, the token endpoint, other paths.
+    /// `GET /v2/<name>/tags/list`: a group answers with every member's tags.
+    Tags,
+    /// `GET /v2/_catalog`: a group answers with every member's repositories.
+    Catalog,
+    /// Any other read: blobs, `/v2/`, the token endpoint, other paths.
     Read,
 }
 
@@ -48,6 +52,8 @@ impl Reason {
             Reason::Upload => "upload",
             Reason::BlobCheck => "blob-check",
             Reason::Manifest => "manifest",
+            Reason::Tags => "tags",
+            Reason::Catalog => "catalog",
             Reason::Read => "read",
         }
     }
@@ -84,6 +90,8 @@ pub fn route(method: &Method, path: &str, rules: &[Rule], has_web: bool) -> Rout
             Resource::Manifest if *method == Method::GET || *method == Method::HEAD => {
                 (Target::Get, Reason::Manifest)
             }
+            Resource::Tags => (Target::Get, Reason::Tags),
+            Resource::Catalog => (Target::Get, Reason::Catalog),
             _ => (Target::Get, Reason::Read),
         }
     };
@@ -100,6 +108,8 @@ enum Resource {
     Upload,
     Blob,
     Manifest,
+    Tags,
+    Catalog,
     Other,
 }
 
@@ -107,6 +117,9 @@ enum Resource {
 /// components (and may itself contain `blobs` or `manifests`).
 fn registry_resource(path: &str) -> Resource {
     let rest = path.strip_prefix("/v2/").unwrap_or("");
+    if rest == "_catalog" {
+        return Resource::Catalog;
+    }
     let segs: Vec<&str> = rest.split('/').collect();
     let n = segs.len();
     // `<name>/manifests/<reference>`: the name needs at least one segment.
@@ -119,6 +132,9 @@ fn registry_resource(path: &str) -> Resource {
     }
     if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
         return Resource::Upload;
+    }
+    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+        return Resource::Tags;
     }
     // `<name>/blobs/<digest>`: a digest is `algorithm:hex`.
     if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1].contains(':') {
@@ -297,9 +313,18 @@ mod tests {
                 "/v2/search-api/tags/list",
                 false,
                 Target::Get,
-                Reason::Read,
+                Reason::Tags,
             ),
-            ("GET", "/v2/_catalog", false, Target::Get, Reason::Read),
+            ("GET", "/v2/_catalog", false, Target::Get, Reason::Catalog),
+            ("HEAD", "/v2/_catalog", false, Target::Get, Reason::Catalog),
+            ("GET", "/v2/tags/list", false, Target::Get, Reason::Read),
+            (
+                "DELETE",
+                "/v2/a/tags/list",
+                false,
+                Target::Put,
+                Reason::Write,
+            ),
             ("GET", "/v2/", false, Target::Get, Reason::Read),
             ("GET", "/v2/token", false, Target::Get, Reason::Read),
             ("GET", "/v1/_ping", false, Target::Get, Reason::Read),
@@ -339,11 +364,13 @@ mod tests {
             Rule {
                 methods: vec![Method::GET, Method::HEAD],
                 path: Regex::new("^(?:/v2/)").unwrap(),
+                pattern: "/v2/".into(),
                 upstream: Target::Get,
             },
             Rule {
                 methods: vec![],
                 path: Regex::new("^(?:/)").unwrap(),
+                pattern: "/".into(),
                 upstream: Target::Put,
             },
         ];

@@ -11,9 +11,10 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::upstreams::RawUpstream;
 use super::{
-    Config, ConfigError, Defaults, HeaderOptions, Rule, Target, Timeouts, Tls, UpstreamCa,
-    UpstreamUrl, Upstreams,
+    Config, ConfigError, Defaults, HeaderOptions, Health, Rule, Target, Timeouts, Tls, UpstreamCa,
+    UpstreamSpec, UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -34,6 +35,7 @@ struct RawConfig {
     rules: Vec<RawRule>,
     timeouts: Option<RawTimeouts>,
     headers: Option<RawHeaders>,
+    health: Option<RawHealth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,10 +48,27 @@ enum OneOrMany {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstreams {
-    put: Option<Spanned<String>>,
-    get: Option<Spanned<String>>,
-    web: Option<Spanned<String>>,
+    put: Option<Spanned<RawUpstream>>,
+    get: Option<Spanned<RawUpstream>>,
+    web: Option<Spanned<RawUpstream>>,
     ca: Option<Spanned<String>>,
+}
+
+impl RawUpstreams {
+    fn get(&self, target: Target) -> Option<&Spanned<RawUpstream>> {
+        match target {
+            Target::Put => self.put.as_ref(),
+            Target::Get => self.get.as_ref(),
+            Target::Web => self.web.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<Spanned<String>>,
+    fails: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,7 +109,7 @@ struct RawHeaders {
 }
 
 /// Where the text and file are, to turn byte spans into line numbers.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     text: &'a str,
     file: Option<&'a Path>,
 }
@@ -105,7 +124,12 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn err<T>(&self, spanned: &Spanned<T>, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err<T>(
+        &self,
+        spanned: &Spanned<T>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.map(Path::to_path_buf),
             line: Some(self.line_of(spanned.span().start)),
@@ -159,36 +183,38 @@ impl Ctx<'_> {
             .collect::<Result<_, _>>()?;
 
         let ups = raw.upstreams.unwrap_or_default();
-        let upstream = |v: &Option<Spanned<String>>, key: &str, default: Option<&str>| match v {
-            Some(s) => parse_upstream(s.get_ref())
-                .map(Some)
-                .map_err(|m| self.err(s, key, m)),
-            None => Ok(default.map(|d| parse_upstream(d).expect("default upstreams parse"))),
+        let mut upstreams = Upstreams {
+            specs: Default::default(),
+            ca: None,
         };
-        let put = upstream(&ups.put, "upstreams.put", Some(Defaults::PUT))?;
-        let get = upstream(&ups.get, "upstreams.get", Some(Defaults::GET))?;
-        let web = upstream(&ups.web, "upstreams.web", None)?;
-        let ca = match &ups.ca {
-            None => None,
-            Some(path) => {
-                let file = self.relative(path.get_ref());
-                let certs = read_ca_bundle(&file).map_err(|m| self.err(path, "upstreams.ca", m))?;
-                Some(UpstreamCa { path: file, certs })
+        for target in Target::ALL {
+            let default = match target {
+                Target::Put => Some(Defaults::PUT),
+                Target::Get => Some(Defaults::GET),
+                Target::Web => None,
+            };
+            let spec = match ups.get(target) {
+                Some(raw) => Some(self.check_upstream(target, raw)?),
+                None => default.map(|d| {
+                    UpstreamSpec::server(parse_upstream(d).expect("default upstreams parse"))
+                }),
+            };
+            if let Some(spec) = spec {
+                upstreams.set(target, spec);
             }
-        };
-        let upstreams = Upstreams {
-            put: put.expect("put has a default"),
-            get: get.expect("get has a default"),
-            web,
-            ca,
-        };
+        }
+        if let Some(path) = &ups.ca {
+            let file = self.relative(path.get_ref());
+            let certs = read_ca_bundle(&file).map_err(|m| self.err(path, "upstreams.ca", m))?;
+            upstreams.ca = Some(UpstreamCa { path: file, certs });
+        }
 
         let tls = self.check_tls(raw.tls.unwrap_or_default())?;
 
         let rules = raw
             .rules
             .into_iter()
-            .map(|r| self.check_rule(r, upstreams.web.is_some()))
+            .map(|r| self.check_rule(r, upstreams.spec(Target::Web).is_some()))
             .collect::<Result<_, _>>()?;
 
         let t = raw.timeouts.unwrap_or_default();
@@ -221,6 +247,21 @@ impl Ctx<'_> {
             )?,
         };
         let h = raw.headers.unwrap_or_default();
+        let health = raw.health.unwrap_or_default();
+        let health = Health {
+            interval: dur(
+                &health.interval,
+                "health.interval",
+                Defaults::HEALTH_INTERVAL,
+            )?,
+            fails: match &health.fails {
+                Some(f) if *f.get_ref() == 0 => {
+                    return Err(self.err(f, "health.fails", "must be at least 1"))
+                }
+                Some(f) => *f.get_ref(),
+                None => Defaults::HEALTH_FAILS,
+            },
+        };
         Ok(Config {
             source: self.file.map(Path::to_path_buf),
             listen,
@@ -233,6 +274,7 @@ impl Ctx<'_> {
                 forwarded_host: h.forwarded_host.unwrap_or(false),
                 upstream_host: h.upstream_host.unwrap_or(false),
             },
+            health,
         })
     }
 
@@ -312,6 +354,7 @@ impl Ctx<'_> {
         Ok(Rule {
             methods,
             path,
+            pattern: raw.path.get_ref().clone(),
             upstream: *raw.upstream.get_ref(),
         })
     }

@@ -8,13 +8,17 @@ fn err(text: &str) -> String {
         .to_string()
 }
 
+fn spec(c: &Config, t: Target) -> String {
+    c.upstreams.spec(t).unwrap().to_string()
+}
+
 #[test]
 fn empty_config_gives_the_documented_defaults() {
     let c = Config::from_toml("", None).unwrap();
     assert_eq!(c.listen, vec!["0.0.0.0:8443".parse().unwrap()]);
-    assert_eq!(c.upstreams.put.to_string(), "http://127.0.0.1:8082");
-    assert_eq!(c.upstreams.get.to_string(), "http://127.0.0.1:8083");
-    assert!(c.upstreams.web.is_none());
+    assert_eq!(spec(&c, Target::Put), "http://127.0.0.1:8082");
+    assert_eq!(spec(&c, Target::Get), "http://127.0.0.1:8083");
+    assert!(c.upstreams.spec(Target::Web).is_none());
     assert!(matches!(
         c.tls,
         Tls::Minted {
@@ -48,18 +52,19 @@ fn base_paths_and_overrides() {
         None,
     )
     .unwrap();
-    assert_eq!(c.upstreams.put.base_path, "/repository/docker-hosted");
+    let put = c.upstreams.spec(Target::Put).unwrap();
+    assert_eq!(put.members[0][0].base_path, "/repository/docker-hosted");
     c.apply(&Overrides {
-        get: Some("http://g:1".into()),
+        upstreams: vec![(Target::Get, vec!["http://g:1".into()])],
         hostnames: vec!["Registry.Example.COM".into()],
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(c.upstreams.get.to_string(), "http://g:1");
+    assert_eq!(spec(&c, Target::Get), "http://g:1");
     assert_eq!(c.hostnames, vec!["registry.example.com"]);
     assert!(c
         .apply(&Overrides {
-            put: Some("ftp://x".into()),
+            upstreams: vec![(Target::Put, vec!["ftp://x".into()])],
             ..Default::default()
         })
         .is_err());
@@ -104,4 +109,74 @@ fn certificate_names_cover_hosts_listen_and_loopback() {
             "::1"
         ]
     );
+}
+
+#[test]
+fn groups_and_pools_are_read_and_printed_back_in_the_same_shape() {
+    let text = "[upstreams]\n\
+                put = { servers = [\"http://a:1\", \"http://b:1\"] }\n\
+                get = { members = [\"http://a:1\", { servers = [\"http://c:1\", \"http://d:1\"] }] }\n\
+                web = \"http://w:1/ui\"\n";
+    let c = Config::from_toml(text, None).unwrap();
+    assert_eq!(c.upstreams.spec(Target::Put).unwrap().kind(), Kind::Pool);
+    let get = c.upstreams.spec(Target::Get).unwrap();
+    assert_eq!(get.kind(), Kind::Group);
+    assert_eq!(get.members.len(), 2);
+    assert_eq!(get.members[1].len(), 2);
+    assert_eq!(c.upstreams.spec(Target::Web).unwrap().kind(), Kind::Server);
+
+    let printed = c.to_toml();
+    assert!(
+        printed.contains("[upstreams.put]\nservers = [\"http://a:1\", \"http://b:1\"]"),
+        "{printed}"
+    );
+    assert!(printed.contains("web = \"http://w:1/ui\""), "{printed}");
+    let again = Config::from_toml(&printed, None).unwrap();
+    assert_eq!(again.upstreams.spec(Target::Get), Some(get));
+    assert_eq!(again.timeouts.body_stall, c.timeouts.body_stall);
+    assert_eq!(again.health.fails, c.health.fails);
+}
+
+#[test]
+fn repeated_get_flags_are_members_and_repeated_put_flags_a_pool() {
+    let mut c = Config::from_toml("", None).unwrap();
+    c.apply(&Overrides {
+        upstreams: vec![
+            (Target::Get, vec!["http://h:1".into(), "http://c:1".into()]),
+            (Target::Put, vec!["http://p:1".into(), "http://q:1".into()]),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.upstreams.spec(Target::Get).unwrap().kind(), Kind::Group);
+    assert_eq!(c.upstreams.spec(Target::Put).unwrap().kind(), Kind::Pool);
+}
+
+#[test]
+fn upstream_tables_are_checked_with_lines_and_keys() {
+    let e = err("[upstreams]\nget = { members = [\n  \"http://a:1\",\n  \"nexus:1\",\n] }\n");
+    assert!(e.starts_with("gw.toml:4: upstreams.get.members: "), "{e}");
+    let e = err("[upstreams]\nget = { members = [] }\n");
+    assert!(
+        e.starts_with("gw.toml:2: upstreams.get.members: needs at least one"),
+        "{e}"
+    );
+    let e = err("[upstreams]\n\n[upstreams.get]\nservers = [\"http://a:1\"]\nextra = 1\n");
+    assert!(
+        e.starts_with("gw.toml:5: upstreams.get.extra: unknown key"),
+        "{e}"
+    );
+    let e = err("[upstreams]\nput = { members = [\"http://a:1\"] }\n");
+    assert!(
+        e.starts_with("gw.toml:2: upstreams.put.members: only get"),
+        "{e}"
+    );
+    let e = err("[upstreams]\nget = { members = [{ members = [\"http://a:1\"] }] }\n");
+    assert!(e.contains("cannot be a group"), "{e}");
+    let e = err("[upstreams]\nweb = { servers = [] }\n");
+    assert!(e.starts_with("gw.toml:2: upstreams.web.servers: "), "{e}");
+    let e = err("[upstreams]\nget = 5\n");
+    assert!(e.starts_with("gw.toml:2: "), "{e}");
+    let e = err("[health]\nfails = 0\n");
+    assert!(e.starts_with("gw.toml:2: health.fails: "), "{e}");
 }

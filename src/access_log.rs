@@ -1,0 +1,90 @@
+//! One access-log line per request, written when the response body is finished or dropped, so
+//! that it can carry the bytes moved each way. Both the proxy (which fills it) and the body
+//! (which counts the bytes) use it. Never holds header values: no `Authorization`, no tokens.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::uri::Authority;
+use http::Method;
+use tokio::time::Instant;
+
+pub struct AccessLog {
+    pub client: SocketAddr,
+    pub method: Method,
+    pub path: String,
+    /// The routing table's row.
+    pub reason: &'static str,
+    /// The routing target: put, get or web.
+    pub upstream: &'static str,
+    /// The server that answered (`None`: no server, or a union of a group's members).
+    pub server: Option<Authority>,
+    pub status: u16,
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    pub bytes_out: u64,
+    pub start: Instant,
+    pub error: Option<String>,
+    pub body_error: Option<String>,
+}
+
+impl AccessLog {
+    pub fn new(client: SocketAddr, method: Method, start: Instant) -> AccessLog {
+        AccessLog {
+            client,
+            method,
+            path: String::new(),
+            reason: "-",
+            upstream: "-",
+            server: None,
+            status: 0,
+            bytes_in: None,
+            bytes_out: 0,
+            start,
+            error: None,
+            body_error: None,
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let bytes_in = self
+            .bytes_in
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        if self.status == 0 {
+            // Dropped before the upstream answered: the client went away. nginx logs 499.
+            self.status = 499;
+            self.error.get_or_insert_with(|| {
+                "client fault: closed the connection before the response".into()
+            });
+        }
+        let server = self.server.as_ref().map_or("-", Authority::as_str);
+        // tracing needs the level at compile time; the fields are the same either way.
+        macro_rules! line {
+            ($level:expr, $($error:tt)*) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    client = %self.client,
+                    method = %self.method,
+                    path = %self.path,
+                    route = %self.reason,
+                    upstream = %self.upstream,
+                    server = %server,
+                    status = self.status,
+                    bytes_in,
+                    bytes_out = self.bytes_out,
+                    ms = format_args!("{ms:.1}"),
+                    $($error)*
+                )
+            };
+        }
+        match self.error.as_deref().or(self.body_error.as_deref()) {
+            None => line!(tracing::Level::INFO,),
+            Some(error) => line!(tracing::Level::WARN, error),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! What dockgate knows about the registry protocol beyond routing: manifests (what a manifest
+//! references) and, later, copying blobs between upstreams (backfill).
+
+pub mod manifest;
