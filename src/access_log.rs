@@ -26,6 +26,8 @@ pub struct AccessLog {
     pub start: Instant,
     pub error: Option<String>,
     pub body_error: Option<String>,
+    /// What backfill did for this request (`copied=N bytes=M`), when it ran.
+    pub backfill: Option<String>,
 }
 
 impl AccessLog {
@@ -43,6 +45,7 @@ impl AccessLog {
             start,
             error: None,
             body_error: None,
+            backfill: None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl Drop for AccessLog {
                     bytes_in,
                     bytes_out = self.bytes_out,
                     ms = format_args!("{ms:.1}"),
+                    backfill = self.backfill.as_deref(),
                     $($error)*
                 )
             };

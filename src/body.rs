@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
@@ -41,6 +42,14 @@ struct Stream {
     done: Option<oneshot::Sender<()>>,
     /// Written once, when the response body is finished or dropped.
     log: Option<AccessLog>,
+    /// A blob being copied: its sha256 is checked as it passes, and a mismatch ends the body
+    /// with an error before its last frame, so the registry never commits it.
+    verify: Option<Box<Verify>>,
+}
+
+struct Verify {
+    hasher: Sha256,
+    expected: [u8; 32],
 }
 
 /// Where a stream counts its bytes: shared with the access log for request bodies, owned by
@@ -57,6 +66,8 @@ pub enum BodyError {
     Stalled(Duration),
     #[error("{0}")]
     Transport(Arc<hyper::Error>),
+    #[error("the content does not match its digest (sha256:{got})")]
+    Digest { got: String },
 }
 
 impl Body {
@@ -82,6 +93,23 @@ impl Body {
         Body::stream(inner, stall, Counter::Shared(counted), Some(done), None)
     }
 
+    /// A blob on its way from one upstream to another, checked against its sha256 digest.
+    pub fn verified(
+        inner: Incoming,
+        stall: Duration,
+        counted: Arc<AtomicU64>,
+        expected: [u8; 32],
+    ) -> Body {
+        let mut body = Body::stream(inner, stall, Counter::Shared(counted), None, None);
+        if let Kind::Stream(s) = &mut body.kind {
+            s.verify = Some(Box::new(Verify {
+                hasher: Sha256::new(),
+                expected,
+            }));
+        }
+        body
+    }
+
     /// An upstream's response body on its way to the client; `log` is written when it ends.
     pub fn response(inner: Incoming, stall: Duration, log: AccessLog) -> Body {
         Body::stream(inner, stall, Counter::Log, None, Some(log))
@@ -103,6 +131,7 @@ impl Body {
                 counted,
                 done,
                 log,
+                verify: None,
             }),
         }
     }
@@ -137,6 +166,16 @@ impl http_body::Body for Body {
     }
 }
 
+impl Verify {
+    /// `Some(error)` when what passed does not hash to the expected digest.
+    fn check(self: Box<Self>) -> Option<BodyError> {
+        let got: [u8; 32] = self.hasher.finalize().into();
+        (got != self.expected).then(|| BodyError::Digest {
+            got: got.iter().map(|b| format!("{b:02x}")).collect(),
+        })
+    }
+}
+
 impl Stream {
     fn poll_frame(
         &mut self,
@@ -147,6 +186,16 @@ impl Stream {
                 Poll::Ready(Some(Ok(frame))) => {
                     self.last = Instant::now();
                     if let Some(data) = frame.data_ref() {
+                        if let Some(v) = &mut self.verify {
+                            v.hasher.update(data);
+                            if self.inner.is_end_stream() {
+                                // hyper knows a sized body ended with this frame: check now, so
+                                // a bad blob never gets its last byte sent.
+                                if let Some(err) = self.verify.take().and_then(|v| v.check()) {
+                                    return Poll::Ready(Some(Err(err)));
+                                }
+                            }
+                        }
                         let n = data.len() as u64;
                         match &self.counted {
                             Counter::Shared(c) => {
@@ -169,6 +218,9 @@ impl Stream {
                     return Poll::Ready(Some(Err(err)));
                 }
                 Poll::Ready(None) => {
+                    if let Some(err) = self.verify.take().and_then(|v| v.check()) {
+                        return Poll::Ready(Some(Err(err)));
+                    }
                     if let Some(done) = self.done.take() {
                         let _ = done.send(());
                     }

@@ -45,6 +45,7 @@ impl Defaults {
     /// Consecutive failures (connect error, timeout, 5xx) that take such a server out until a
     /// probe finds it healthy again.
     pub const HEALTH_FAILS: u32 = 2;
+    pub const BACKFILL_MAX_CONCURRENT: usize = 4;
 }
 
 /// The checked configuration. Built by `Config::load` or `Config::from_toml`, then adjusted by
@@ -64,6 +65,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub headers: HeaderOptions,
     pub health: Health,
+    pub backfill: Backfill,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
 }
@@ -190,6 +192,24 @@ pub struct Health {
     pub interval: Duration,
     /// Consecutive failures that take a server out until a probe succeeds.
     pub fails: u32,
+}
+
+/// Copying what a push needs from the get side into put (see `registry::backfill`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Backfill {
+    pub enabled: bool,
+    /// Copies running at once; the rest wait.
+    pub max_concurrent: usize,
+    /// Answer a push's `HEAD` of a blob that only get has by copying it first.
+    pub on_blob_check: bool,
+    /// Used when the client's own credentials are refused for a copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Never printed; `password_file` is printed when that is where it came from.
+    #[serde(skip)]
+    pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

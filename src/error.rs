@@ -47,6 +47,12 @@ pub enum GatewayError {
     /// The client's body failed: it disconnected or stopped sending.
     #[error("the client's request body failed: {0}")]
     ClientBody(#[source] BodyError),
+    /// A manifest PUT larger than dockgate reads to complete it.
+    #[error("the manifest is larger than {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    /// What a pushed manifest needs could not be copied from get into put.
+    #[error("dockgate could not copy {digest} from the get upstream into put: {reason}")]
+    Backfill { digest: String, reason: String },
     /// A request dockgate will not forward, e.g. a path that escapes its route.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -61,6 +67,10 @@ impl GatewayError {
             GatewayError::NoHealthyServer { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::ClientBody(BodyError::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::ClientBody(BodyError::Transport(_)) => StatusCode::BAD_REQUEST,
+            // Only copies check digests, and what they copy comes from an upstream.
+            GatewayError::ClientBody(BodyError::Digest { .. }) => StatusCode::BAD_GATEWAY,
+            GatewayError::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Backfill { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -73,6 +83,8 @@ impl GatewayError {
             | GatewayError::UpstreamProtocol { .. }
             | GatewayError::NoHealthyServer { .. } => "UNAVAILABLE",
             GatewayError::ClientBody(_) => "BLOB_UPLOAD_INVALID",
+            GatewayError::ManifestTooLarge { .. } => "MANIFEST_INVALID",
+            GatewayError::Backfill { .. } => "BLOB_UNKNOWN",
             GatewayError::BadRequest(_) => "NAME_INVALID",
         }
     }
@@ -83,8 +95,11 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. }
             | GatewayError::UpstreamTimeout { .. }
             | GatewayError::UpstreamProtocol { .. }
-            | GatewayError::NoHealthyServer { .. } => Fault::Upstream,
-            GatewayError::ClientBody(_) | GatewayError::BadRequest(_) => Fault::Client,
+            | GatewayError::NoHealthyServer { .. }
+            | GatewayError::Backfill { .. } => Fault::Upstream,
+            GatewayError::ClientBody(_)
+            | GatewayError::ManifestTooLarge { .. }
+            | GatewayError::BadRequest(_) => Fault::Client,
         }
     }
 
@@ -154,18 +169,22 @@ impl std::fmt::Display for Fault {
 
 /// A registry-style error response: `{"errors":[{"code":..,"message":..}]}`.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = format!(
-        "{{\"errors\":[{{\"code\":{},\"message\":{}}}]}}",
-        json_string(code),
-        json_string(message)
-    );
-    let mut resp = Response::new(Body::full(Bytes::from(body)));
+    let mut resp = Response::new(Body::full(json_body(code, message)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     resp
+}
+
+/// The body of a registry-style error.
+pub fn json_body(code: &str, message: &str) -> Bytes {
+    Bytes::from(format!(
+        "{{\"errors\":[{{\"code\":{},\"message\":{}}}]}}",
+        json_string(code),
+        json_string(message)
+    ))
 }
 
 fn json_string(s: &str) -> String {

@@ -9,16 +9,21 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{header, Request, Response};
 use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::access_log::AccessLog;
-use crate::body::Body;
+use crate::body::{Body, BodyError};
 use crate::config::{Config, HeaderOptions, Rule};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarded};
-use crate::route;
+use crate::registry::backfill::Backfill;
+use crate::registry::copy::CopyError;
+use crate::registry::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use crate::route::{self, Reason};
 use crate::upstream::{Outgoing, ReplyBody, Upstreams};
 
 /// What the server knows about the connection a request came on.
@@ -31,6 +36,8 @@ pub struct ConnInfo {
 pub struct Proxy {
     rules: Vec<Rule>,
     upstreams: Arc<Upstreams>,
+    /// `None` when `[backfill] enabled = false`.
+    backfill: Option<Backfill>,
     headers: HeaderOptions,
     stall: Duration,
     /// Used when a request names no host (HTTP/1.0 without `Host`).
@@ -41,6 +48,7 @@ impl Proxy {
     pub fn new(config: &Config, upstreams: Arc<Upstreams>) -> Proxy {
         Proxy {
             rules: config.rules.clone(),
+            backfill: Backfill::new(config, upstreams.clone()),
             upstreams,
             headers: config.headers.clone(),
             stall: config.timeouts.body_stall,
@@ -105,24 +113,84 @@ impl Proxy {
         // passed on, it would make the upstream wait for a second go-ahead.
         parts.headers.remove(header::EXPECT);
 
+        let backfill = self.backfill.as_ref();
         let (body, body_done) = if incoming.is_end_stream() {
             (Body::empty(), None)
+        } else if let (Reason::ManifestPush, Some(bf)) = (route.reason, backfill) {
+            // A manifest is small and must be read to know what it needs; what is forwarded
+            // afterwards is exactly the bytes the client sent.
+            let bytes = self.read_manifest(&parts.headers, incoming).await?;
+            log.bytes_in = Some(Arc::new(AtomicU64::new(bytes.len() as u64)));
+            let content_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            if let Ok(manifest) = Manifest::parse(content_type, &bytes) {
+                let repo = repository(&path, "/manifests/");
+                let creds = bf.credentials(&parts.headers);
+                match bf.complete(&creds, repo, &manifest).await {
+                    Ok(s) => log.backfill = Some(format!("copied={} bytes={}", s.copied, s.bytes)),
+                    Err(f) if matches!(f.error, CopyError::Refused { .. }) => {
+                        log.backfill = Some(format!("skipped: {}", f.error));
+                    }
+                    Err(f) => {
+                        return Err(GatewayError::Backfill {
+                            digest: f.digest,
+                            reason: f.error.to_string(),
+                        })
+                    }
+                }
+            }
+            (Body::full(bytes), None)
         } else {
             let counted = Arc::new(AtomicU64::new(0));
             log.bytes_in = Some(counted.clone());
             let (tx, rx) = oneshot::channel();
             (Body::request(incoming, self.stall, counted, tx), Some(rx))
         };
+        let query = parts.uri.query().map(str::to_string);
+        let path = path.into_owned();
         let out = Outgoing {
             method: parts.method,
             headers: parts.headers,
-            path: path.into_owned(),
-            query: parts.uri.query().map(str::to_string),
+            path: path.clone(),
+            query: query.clone(),
             body,
             body_done,
             reason: route.reason,
         };
-        let reply = self.upstreams.send(up, out).await?;
+        let creds = backfill.map(|bf| bf.credentials(&out.headers));
+        let mut reply = self.upstreams.send(up, out).await?;
+        if let (Some(bf), Some(creds)) = (backfill, &creds) {
+            reply = match route.reason {
+                Reason::UploadStart => match mount_request(query.as_deref()) {
+                    Some((digest, from)) => {
+                        let repo = repository(&path, "/blobs/uploads/");
+                        let reply = bf.mount(reply, creds, repo, &digest, from.as_deref()).await;
+                        if reply.response.status() == http::StatusCode::CREATED {
+                            log.backfill = Some("mounted from get".into());
+                        }
+                        reply
+                    }
+                    None => reply,
+                },
+                Reason::BlobCheck
+                    if bf.on_blob_check
+                        && reply.response.status() == http::StatusCode::NOT_FOUND =>
+                {
+                    let repo = repository(&path, "/blobs/");
+                    let digest = path.rsplit('/').next().unwrap_or_default();
+                    match bf.blob_check(creds, repo, digest).await {
+                        Some(found) => {
+                            log.backfill = Some("copied from get".into());
+                            found
+                        }
+                        None => reply,
+                    }
+                }
+                _ => reply,
+            };
+        }
         let mut resp = reply.response;
         if let Some(server) = reply.server {
             log.server = Some(server.url.authority.clone());
@@ -131,6 +199,33 @@ impl Proxy {
             headers::rewrite_response(headers, self.upstreams.urls(), &server.url, public.as_str());
         }
         Ok(resp)
+    }
+
+    /// Reads a manifest PUT's body whole, within the stall timeout and the size cap.
+    async fn read_manifest(
+        &self,
+        headers: &http::HeaderMap,
+        incoming: Incoming,
+    ) -> Result<bytes::Bytes, GatewayError> {
+        let too_large = GatewayError::ManifestTooLarge {
+            limit: MAX_MANIFEST_BYTES,
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES) {
+            return Err(too_large);
+        }
+        let read = Limited::new(incoming, MAX_MANIFEST_BYTES).collect();
+        match tokio::time::timeout(self.stall, read).await {
+            Err(_) => Err(GatewayError::ClientBody(BodyError::Stalled(self.stall))),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large),
+            Ok(Err(e)) => Err(GatewayError::BadRequest(format!(
+                "reading the manifest failed: {e}"
+            ))),
+        }
     }
 
     /// The `host[:port]` the client used: `:authority` for HTTP/2, `Host` for HTTP/1.1.
@@ -155,4 +250,25 @@ impl Proxy {
         Authority::try_from(host)
             .map_err(|_| GatewayError::BadRequest("the request names no host".into()))
     }
+}
+
+/// `<name>` of `/v2/<name>/<marker>...` (the last occurrence: a name may contain `blobs`).
+fn repository<'p>(path: &'p str, marker: &str) -> &'p str {
+    let rest = path.strip_prefix("/v2/").unwrap_or(path);
+    rest.rfind(marker).map_or(rest, |i| &rest[..i])
+}
+
+/// `mount` and `from` of a cross-repository mount request.
+fn mount_request(query: Option<&str>) -> Option<(String, Option<String>)> {
+    let mut mount = None;
+    let mut from = None;
+    for pair in query?.split('&') {
+        let decode = |v: &str| percent_decode_str(v).decode_utf8_lossy().into_owned();
+        match pair.split_once('=') {
+            Some(("mount", v)) => mount = Some(decode(v)),
+            Some(("from", v)) => from = Some(decode(v)),
+            _ => {}
+        }
+    }
+    Some((mount?, from))
 }

@@ -24,6 +24,11 @@ pub enum Reason {
     Search,
     /// POST, PUT, PATCH, DELETE: pushes and deletes land where pushes land.
     Write,
+    /// `POST /v2/<name>/blobs/uploads/`: a push starts an upload, or asks to mount a blob
+    /// from another repository (`?mount=&from=`), which backfill can emulate.
+    UploadStart,
+    /// `PUT /v2/<name>/manifests/<ref>`: the push's last step, which backfill completes first.
+    ManifestPush,
     /// `/v2/<name>/blobs/uploads/...`: an upload session lives on the put upstream, including
     /// the GET that asks for its status when resuming.
     Upload,
@@ -49,6 +54,8 @@ impl Reason {
             Reason::Web => "web",
             Reason::Search => "search",
             Reason::Write => "write",
+            Reason::UploadStart => "upload-start",
+            Reason::ManifestPush => "manifest-push",
             Reason::Upload => "upload",
             Reason::BlobCheck => "blob-check",
             Reason::Manifest => "manifest",
@@ -80,7 +87,14 @@ pub fn route(method: &Method, path: &str, rules: &[Rule], has_web: bool) -> Rout
     } else if v1 && under(path, "/v1/search") {
         (Target::Put, Reason::Search)
     } else if is_write {
-        (Target::Put, Reason::Write)
+        let reason = match registry_resource(path) {
+            Resource::Upload if *method == Method::POST && path.ends_with("/uploads/") => {
+                Reason::UploadStart
+            }
+            Resource::Manifest if v2 && *method == Method::PUT => Reason::ManifestPush,
+            _ => Reason::Write,
+        };
+        (Target::Put, reason)
     } else if !v2 {
         (Target::Get, Reason::Read)
     } else {
@@ -238,11 +252,25 @@ mod tests {
                 "/v2/library/alpine/manifests/3.19",
                 false,
                 Target::Put,
-                Reason::Write,
+                Reason::ManifestPush,
             ),
             (
                 "POST",
                 "/v2/library/alpine/blobs/uploads/",
+                false,
+                Target::Put,
+                Reason::UploadStart,
+            ),
+            (
+                "POST",
+                "/v2/library/alpine/blobs/uploads",
+                false,
+                Target::Put,
+                Reason::Write,
+            ),
+            (
+                "PUT",
+                "/v2/library/alpine/blobs/uploads/5c1e",
                 false,
                 Target::Put,
                 Reason::Write,

@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::upstreams::RawUpstream;
 use super::{
-    Config, ConfigError, Defaults, HeaderOptions, Health, Rule, Target, Timeouts, Tls, UpstreamCa,
-    UpstreamSpec, UpstreamUrl, Upstreams,
+    Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Rule, Target, Timeouts, Tls,
+    UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -36,6 +36,7 @@ struct RawConfig {
     timeouts: Option<RawTimeouts>,
     headers: Option<RawHeaders>,
     health: Option<RawHealth>,
+    backfill: Option<RawBackfill>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +63,17 @@ impl RawUpstreams {
             Target::Web => self.web.as_ref(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackfill {
+    enabled: Option<bool>,
+    max_concurrent: Option<Spanned<usize>>,
+    on_blob_check: Option<bool>,
+    username: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +274,7 @@ impl Ctx<'_> {
                 None => Defaults::HEALTH_FAILS,
             },
         };
+        let backfill = self.check_backfill(raw.backfill.unwrap_or_default())?;
         Ok(Config {
             source: self.file.map(Path::to_path_buf),
             listen,
@@ -275,6 +288,70 @@ impl Ctx<'_> {
                 upstream_host: h.upstream_host.unwrap_or(false),
             },
             health,
+            backfill,
+        })
+    }
+
+    fn check_backfill(&self, raw: RawBackfill) -> Result<Backfill, ConfigError> {
+        let max_concurrent = match &raw.max_concurrent {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(n, "backfill.max_concurrent", "must be at least 1"))
+            }
+            Some(n) => *n.get_ref(),
+            None => Defaults::BACKFILL_MAX_CONCURRENT,
+        };
+        let (password, password_file) = match (&raw.password, &raw.password_file) {
+            (Some(p), Some(_)) => {
+                return Err(self.err(
+                    p,
+                    "backfill.password",
+                    "give password or password_file, not both",
+                ))
+            }
+            (Some(p), None) => (Some(p.get_ref().clone()), None),
+            (None, Some(f)) => {
+                let path = self.relative(f.get_ref());
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        f,
+                        "backfill.password_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                // A trailing newline from `echo secret > file` is not part of the password.
+                let password = text.trim_end_matches(['\r', '\n']).to_string();
+                (Some(password), Some(path))
+            }
+            (None, None) => (None, None),
+        };
+        match (&raw.username, &password) {
+            (Some(_), None) => {
+                let u = raw.username.as_ref().expect("matched Some");
+                return Err(self.err(
+                    u,
+                    "backfill.username",
+                    "needs backfill.password or backfill.password_file as well",
+                ));
+            }
+            (None, Some(_)) => {
+                let at = raw.password.as_ref().or(raw.password_file.as_ref());
+                if let Some(at) = at {
+                    return Err(self.err(
+                        at,
+                        "backfill.password",
+                        "needs backfill.username as well",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(Backfill {
+            enabled: raw.enabled.unwrap_or(true),
+            max_concurrent,
+            on_blob_check: raw.on_blob_check.unwrap_or(false),
+            username: raw.username.map(|u| u.into_inner()),
+            password,
+            password_file,
         })
     }
 

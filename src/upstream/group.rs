@@ -31,7 +31,7 @@ pub(super) async fn send<'a>(
     if out.method == Method::GET && matches!(out.reason, Reason::Tags | Reason::Catalog) {
         return union(ups, up, out).await;
     }
-    if out.body_done.is_some() {
+    if out.has_body() {
         // Only a user's rule sends a body to get; it goes to the first member that is up.
         let member = up
             .members

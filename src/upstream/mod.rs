@@ -15,6 +15,7 @@ mod pool;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
@@ -161,7 +162,7 @@ impl Upstreams {
         if let [server] = pool.servers.as_slice() {
             return self.send_server(up, pool, server, out).await;
         }
-        if out.body_done.is_some() {
+        if out.has_body() {
             // A body can be sent once: one server, no retry.
             let server = pool
                 .order()
@@ -238,6 +239,11 @@ impl Upstreams {
 }
 
 impl Outgoing {
+    /// A request with a body can be sent once; one without can go to another server.
+    pub fn has_body(&self) -> bool {
+        !self.body.is_end_stream()
+    }
+
     /// The same bodyless request again, for another server or member.
     fn replay(&self) -> Outgoing {
         Outgoing {
