@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # dockgate in five minutes, on one machine, on loopback only.
 #
-# Starts a stand-in for Docker Hub ("hub"), a pull-through cache of it, a hosted registry and an
-# nginx "group" (hosted first, then the cache: what a Nexus group does), puts dockgate in front
-# with put = hosted and get = group, then pulls a hub image and pushes a derived one through the
-# one TLS host:port. Everything it starts is stopped on exit. Exit status 0 means every step
-# worked.
+# Starts a stand-in for Docker Hub ("hub"), a pull-through cache of it and a hosted registry, puts
+# dockgate in front with put = hosted and get = a group of hosted then the cache (what a Nexus
+# group repository does, done by dockgate itself), then pulls a hub image and pushes a derived
+# one through the one TLS host:port. Everything it starts is stopped on exit. Exit status 0 means
+# every step worked.
 #
 #     sudo examples/quickstart.sh          # KEEP=1 keeps the work directory for a look around
 #
-# Needs: Debian or Ubuntu with cargo; installs docker-registry, skopeo and nginx-light with apt
-# if they are missing.
+# Needs: Debian or Ubuntu with cargo; installs docker-registry and skopeo with apt if they are
+# missing.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +22,6 @@ die() { printf '\nquickstart: FAILED: %s\n' "$*" >&2; exit 1; }
 missing=()
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v skopeo >/dev/null || missing+=(skopeo)
-command -v nginx >/dev/null || missing+=(nginx-light)
 if ((${#missing[@]})); then
     step "Installing ${missing[*]} (apt)"
     [[ $(id -u) == 0 ]] || die "run as root to install ${missing[*]}, or install them first"
@@ -96,46 +95,6 @@ start_registry() { # NAME PORT [REMOTE]
     say "$name: http://127.0.0.1:$port${remote:+ (pull-through cache of $remote)}"
 }
 
-start_group() { # PORT HOSTED_PORT CACHE_PORT
-    mkdir -p "$work/nginx/tmp"
-    local user=""
-    [[ $(id -u) != 0 ]] || user="user root;"
-    cat >"$work/nginx/nginx.conf" <<EOF
-$user
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/group.log;
-events { worker_connections 256; }
-http {
-    access_log $work/group-access.log;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    server {
-        listen 127.0.0.1:$1;
-        client_max_body_size 0;
-        proxy_buffering off;
-        proxy_http_version 1.1;
-        proxy_set_header Host \$http_host;
-        # A group answers from its first member that has the thing: hosted, then the cache.
-        location / {
-            proxy_pass http://127.0.0.1:$2;
-            proxy_intercept_errors on;
-            error_page 404 = @cache;
-        }
-        location @cache { proxy_pass http://127.0.0.1:$3; }
-    }
-}
-EOF
-    nginx -p "$work/nginx" -e "$work/group.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' \
-        >>"$work/group.log" 2>&1 &
-    pids+=($!)
-    wait_for_port group "$1" $!
-    say "group: http://127.0.0.1:$1 (hosted first, then the cache)"
-}
-
 # ---- an image, written as an OCI layout with nothing but the shell ----
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
@@ -190,19 +149,19 @@ step "Starting the registries (loopback only)"
 hub=$(free_port); start_registry hub "$hub"
 cache=$(free_port); start_registry cache "$cache" "http://127.0.0.1:$hub"
 hosted=$(free_port); start_registry hosted "$hosted"
-group=$(free_port); start_group "$group" "$hosted" "$cache"
 
 # ---- dockgate ----
 gw_port=$(free_port)
 gw="127.0.0.1:$gw_port"
-step "dockgate generate-ca, then dockgate serve on $gw (put = hosted, get = group)"
+step "dockgate generate-ca, then dockgate serve on $gw (put = hosted, get = hosted then cache)"
 # The same format as examples/dockgate.toml, with only what differs from the defaults.
 cat >"$work/dockgate.toml" <<EOF
 listen = ["$gw"]
 
 [upstreams]
 put = "http://127.0.0.1:$hosted"   # pushes: the hosted registry
-get = "http://127.0.0.1:$group"    # pulls: the group (hosted, then the hub's cache)
+# pulls: a group, asked in order (hosted, then the hub's cache), as a Nexus group repository
+get = { members = ["http://127.0.0.1:$hosted", "http://127.0.0.1:$cache"] }
 
 [tls]
 dir = "certs"                       # relative to this file
@@ -228,6 +187,18 @@ pull_and_check() {
     [[ $got == "$want" ]] || die "pulled digest $got is not the expected $want"
 }
 
+# Checks from dockgate's access log that the last read of PATH was answered by 127.0.0.1:PORT.
+answered_by() { # PATH PORT NAME
+    local server=""
+    for _ in $(seq 20); do
+        server=$(grep -F "path=$1 " "$work/dockgate.log" | grep -o 'server=[^ ]*' | tail -n 1) || true
+        [[ -n $server ]] && break
+        sleep 0.1
+    done
+    [[ $server == "server=127.0.0.1:$2" ]] || die "expected $3 (127.0.0.1:$2) to answer $1, the log says '$server'"
+    say "dockgate's log: $1 answered by $3 ($server)"
+}
+
 # ---- 1: an image only the hub has, pulled through dockgate ----
 step "1. Push library/hello:1 to the hub directly (as if it were on Docker Hub)"
 base_layer=$(make_layer base 256)
@@ -235,8 +206,9 @@ base_digest=$(make_image "$work/hello" "$base_layer")
 skopeo copy -q --dest-tls-verify=false "oci:$work/hello:latest" "docker://127.0.0.1:$hub/library/hello:1"
 say "hub has library/hello:1 = $base_digest"
 
-step "2. Pull library/hello:1 through dockgate (get = group -> cache -> hub)"
+step "2. Pull library/hello:1 through dockgate (get: hosted says 404, the cache asks the hub)"
 pull_and_check library/hello:1 "$work/pulled-hello" "$base_digest"
+answered_by /v2/library/hello/manifests/1 "$cache" cache
 
 # ---- 2: a derived image (the hub's layer + a new one), pushed through dockgate ----
 step "3. Push library/hello:app (hello's layer + a new one) through dockgate (put = hosted)"
@@ -244,11 +216,12 @@ app_layer=$(make_layer app 128)
 app_digest=$(make_image "$work/app" "$base_layer" "$app_layer")
 skopeo copy -q --dest-cert-dir "$certs_d" "oci:$work/app:latest" "docker://$gw/library/hello:app"
 say "pushed $app_digest"
-say "(routing by method alone would send the shared layer's HEAD to the group, which has it,"
-say " so the push would skip it and hosted would refuse the manifest: blob unknown)"
+say "(an nginx routing by method alone would send the shared layer's HEAD to the group, whose cache"
+say " has it, so the push would skip it and hosted would refuse the manifest: blob unknown)"
 
 step "4. Pull library/hello:app back through dockgate"
 pull_and_check library/hello:app "$work/pulled-app" "$app_digest"
+answered_by /v2/library/hello/manifests/app "$hosted" hosted
 hosted_has=$(skopeo inspect --raw --tls-verify=false "docker://127.0.0.1:$hosted/library/hello:app" | sha256sum | cut -d' ' -f1)
 [[ "sha256:$hosted_has" == "$app_digest" ]] || die "hosted does not hold the pushed image"
 say "hosted holds library/hello:app = sha256:$hosted_has"

@@ -383,7 +383,26 @@ impl Config {
     /// The effective configuration as TOML, for `check-config`.
     pub fn to_toml(&self) -> String {
         // Every field serializes to a TOML string, integer, bool, array or table.
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let text = match toml::to_string(self) {
+            Ok(t) => t,
+            Err(e) => return format!("# cannot print the configuration: {e}\n"),
+        };
+        // A pool or group prints as the one line a user writes (`get = { members = [...] }`)
+        // rather than as a sub-table.
+        let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+            return text;
+        };
+        if let Some(ups) = doc.get_mut("upstreams").and_then(|u| u.as_table_mut()) {
+            for (mut key, item) in ups.iter_mut() {
+                if let Some(table) = item.as_table() {
+                    let mut inline = table.clone().into_inline_table();
+                    inline.fmt();
+                    *item = toml_edit::Item::Value(toml_edit::Value::InlineTable(inline));
+                    key.leaf_decor_mut().set_suffix(" ");
+                }
+            }
+        }
+        doc.to_string()
     }
 }
 

@@ -52,8 +52,13 @@ fn each_request_gets_one_json_access_line_without_credentials_or_query() {
     assert_eq!(line["target"], "access");
     assert_eq!(line["method"], "GET");
     assert_eq!(line["path"], "/v2/team/app/tags/list");
-    assert_eq!(line["route"], "read");
+    assert_eq!(line["route"], "tags");
     assert_eq!(line["upstream"], "get");
+    assert_eq!(
+        line["server"],
+        registry.addr().to_string(),
+        "the server that answered"
+    );
     assert_eq!(line["status"], 404);
     assert_eq!(line["bytes_in"], 0);
     assert!(line["bytes_out"].as_u64().unwrap_or(0) > 0, "{line}");

@@ -127,7 +127,7 @@ fn groups_and_pools_are_read_and_printed_back_in_the_same_shape() {
 
     let printed = c.to_toml();
     assert!(
-        printed.contains("[upstreams.put]\nservers = [\"http://a:1\", \"http://b:1\"]"),
+        printed.contains("put = { servers = [\"http://a:1\", \"http://b:1\"] }"),
         "{printed}"
     );
     assert!(printed.contains("web = \"http://w:1/ui\""), "{printed}");

@@ -23,10 +23,8 @@ pub enum Http {
 /// A gateway's configuration, built up before it starts.
 #[derive(Debug, Default, Clone)]
 pub struct GatewayBuilder {
-    put: Option<String>,
-    get: Option<String>,
-    web: Option<String>,
-    upstream_ca: Option<String>,
+    /// `[upstreams]` keys and their values as TOML (`"http://..."`, `{ members = [...] }`).
+    upstreams: Vec<(String, String)>,
     toml: String,
     rules: String,
     args: Vec<String>,
@@ -47,11 +45,15 @@ impl Gateway {
         GatewayBuilder::default()
     }
 
-    /// put = the hosted registry, get = the group: the deployment the README describes.
+    /// put = the hosted registry, get = the group: the deployment the README describes. The group
+    /// is dockgate's own (`get = { members = [hosted, cache] }`), or the nginx one when the
+    /// topology was started with it.
     pub fn in_front_of(nexus: &Nexus) -> GatewayBuilder {
-        Gateway::builder()
-            .put(&nexus.hosted.url())
-            .get(&nexus.group.url())
+        let builder = Gateway::builder().put(&nexus.hosted.url());
+        match &nexus.nginx_group {
+            Some(group) => builder.get(&group.url()),
+            None => builder.get_group(&nexus.members()),
+        }
     }
 
     /// Starts a gateway from a TOML fragment (e.g. its `[upstreams]`); `listen` and `[tls]` are
@@ -141,35 +143,117 @@ impl Gateway {
 
     /// Any method, blocking, without a body.
     pub fn request(&self, http: Http, method: &str, path: &str) -> Reply {
+        self.request_with(http, method, path, &[])
+    }
+
+    /// `GET` or `HEAD` of a manifest path over HTTP/1.1 with the `Accept` docker sends:
+    /// Distribution answers 404 to a request for an OCI manifest that does not accept one.
+    pub fn manifest(&self, method: &str, path: &str) -> Reply {
+        self.request_with(Http::One, method, path, &[("accept", MANIFEST_TYPES)])
+    }
+
+    /// Follows a paged list (`/v2/_catalog?n=1`, `/v2/<name>/tags/list?n=1`) through its
+    /// `Link: <...>; rel="next"` headers, as docker does, and returns each page's `key` array.
+    /// Panics on a page that is not a 200 or a Link that leads away from the gateway.
+    pub fn pages(&self, first: &str, key: &str) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut next = Some(first.to_string());
+        while let Some(path) = next.take() {
+            assert!(pages.len() < 20, "still paging after {pages:?}");
+            let page = self.get(&path);
+            assert_eq!(page.status, 200, "{path}: {}", page.text());
+            let items = page.json()[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: no {key:?} array in {}", page.text()))
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect();
+            pages.push(items);
+            next = page.header("link").map(|link| self.link_path(link));
+        }
+        pages
+    }
+
+    /// The path a `Link: <...>; rel="next"` header leads to on this gateway.
+    pub fn link_path(&self, link: &str) -> String {
+        assert!(link.contains("rel=\"next\""), "{link}");
+        let target = link
+            .split_once('<')
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map(|(target, _)| target)
+            .unwrap_or_else(|| panic!("not a Link header: {link}"));
+        match target.strip_prefix(&self.url()) {
+            Some(path) => path.to_string(),
+            None => {
+                assert!(
+                    target.starts_with('/'),
+                    "the Link leads away from the gateway: {target}"
+                );
+                target.to_string()
+            }
+        }
+    }
+
+    /// Any method with these request headers, blocking, without a body.
+    pub fn request_with(
+        &self,
+        http: Http,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let ca = self.ca_pem();
         send_blocking(
             move || https_client(&ca, http),
             method,
             format!("{}{path}", self.url()),
+            headers,
         )
     }
 }
 
+/// The manifest media types docker and skopeo accept, as one `Accept` value.
+pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
 impl GatewayBuilder {
-    pub fn put(mut self, url: &str) -> Self {
-        self.put = Some(url.to_string());
-        self
+    /// `put = "url"`: one server.
+    pub fn put(self, url: &str) -> Self {
+        self.upstream("put", &toml_string(url))
     }
 
-    pub fn get(mut self, url: &str) -> Self {
-        self.get = Some(url.to_string());
-        self
+    /// `get = "url"`: one server.
+    pub fn get(self, url: &str) -> Self {
+        self.upstream("get", &toml_string(url))
     }
 
-    pub fn web(mut self, url: &str) -> Self {
-        self.web = Some(url.to_string());
+    /// `web = "url"`: one server.
+    pub fn web(self, url: &str) -> Self {
+        self.upstream("web", &toml_string(url))
+    }
+
+    /// `get = { members = [...] }`: a group, asked in this order.
+    pub fn get_group(self, members: &[String]) -> Self {
+        self.upstream("get", &format!("{{ members = {} }}", toml_list(members)))
+    }
+
+    /// `KEY = { servers = [...] }`: a pool of servers with the same content.
+    pub fn pool(self, key: &str, servers: &[String]) -> Self {
+        self.upstream(key, &format!("{{ servers = {} }}", toml_list(servers)))
+    }
+
+    /// `KEY = VALUE` in `[upstreams]`, the value written as given (any TOML the config takes).
+    pub fn upstream(mut self, key: &str, value: &str) -> Self {
+        self.upstreams.retain(|(k, _)| k != key);
+        self.upstreams.push((key.to_string(), value.to_string()));
         self
     }
 
     /// `upstreams.ca`: the CA bundle https:// upstreams must chain to.
-    pub fn upstream_ca(mut self, path: &Path) -> Self {
-        self.upstream_ca = Some(path.display().to_string());
-        self
+    pub fn upstream_ca(self, path: &Path) -> Self {
+        self.upstream("ca", &toml_string(&path.display().to_string()))
     }
 
     /// A user routing rule, e.g. `.rule(&["GET", "HEAD"], "/", "get")`.
@@ -199,17 +283,10 @@ impl GatewayBuilder {
     /// The config file this builder writes, with `addr` and `certs` filled in.
     pub fn config_text(&self, addr: SocketAddr, certs: &Path) -> String {
         let mut text = format!("listen = [\"{addr}\"]\n{}", self.toml);
-        if self.put.is_some() || self.get.is_some() || self.web.is_some() {
+        if !self.upstreams.is_empty() {
             text.push_str("\n[upstreams]\n");
-            for (key, url) in [
-                ("put", &self.put),
-                ("get", &self.get),
-                ("web", &self.web),
-                ("ca", &self.upstream_ca),
-            ] {
-                if let Some(url) = url {
-                    text.push_str(&format!("{key} = {url:?}\n"));
-                }
+            for (key, value) in &self.upstreams {
+                text.push_str(&format!("{key} = {value}\n"));
             }
         }
         if !self.toml.lines().any(|l| l.trim() == "[tls]") {
@@ -277,6 +354,17 @@ impl GatewayBuilder {
             ca_dir,
         }
     }
+}
+
+/// A TOML basic string (Rust's `{:?}` escapes what TOML needs for URLs and paths).
+fn toml_string(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// A one-line TOML array of strings.
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| toml_string(i)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 impl Drop for Gateway {
@@ -368,19 +456,28 @@ pub fn plain_request(method: &str, url: &str) -> Reply {
             .build()
             .expect("build an HTTP client")
     };
-    send_blocking(client, method, url.to_string())
+    send_blocking(client, method, url.to_string(), &[])
 }
 
-/// Sends `METHOD url` without a body on a client made by `client`, and reads the reply whole.
+/// Sends `METHOD url` with `headers` and without a body on a client made by `client`, and reads
+/// the reply whole.
 fn send_blocking(
     client: impl FnOnce() -> reqwest::Client + Send + 'static,
     method: &str,
     url: String,
+    headers: &[(&str, &str)],
 ) -> Reply {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     on_own_runtime(move || async move {
-        let response = client()
-            .request(method.clone(), &url)
+        let mut request = client().request(method.clone(), &url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));

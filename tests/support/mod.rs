@@ -1,5 +1,6 @@
-//! Real parts on loopback for the integration tests: registries, a Nexus-like group, skopeo,
-//! generated images and the gateway itself. Every child process is owned by one value and killed
+//! Real parts on loopback for the integration tests: registries (alone, as replicas sharing
+//! storage, or as a Nexus-like hosted + cache + hub), an nginx group, skopeo, generated images
+//! and the gateway itself. Every child process is owned by one value and killed
 //! by PID when that value drops; every port comes from binding `127.0.0.1:0`; every wait has a
 //! deadline and panics with the child's log tail.
 //!
@@ -13,6 +14,7 @@ mod skopeo;
 
 pub use gateway::{
     https_client, on_own_runtime, plain_request, Gateway, GatewayBuilder, Http, Reply,
+    MANIFEST_TYPES,
 };
 pub use image::{Image, ImageBuilder, Layer};
 pub use registry::{Group, Nexus, Registry, RegistryOptions};

@@ -1,6 +1,7 @@
-//! Debian's `docker-registry` (Distribution 2.8) as a hosted registry, a pull-through cache or a
-//! token-protected registry; nginx composed into a Nexus-like group; and `Nexus`, the whole
-//! hosted + group + hub topology a gateway stands in front of.
+//! Debian's `docker-registry` (Distribution 2.8) as a hosted registry, a pull-through cache, a
+//! token-protected registry or one replica of several sharing a storage directory; `Nexus`, the
+//! hosted + cache + hub topology a gateway stands in front of; and nginx composed into a
+//! Nexus-like group, for the one test that shows how such a group answers on the wire.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,9 +23,17 @@ pub struct RegistryOptions {
     pub token_realm: Option<String>,
     /// `http.tls`: serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `storage.filesystem.rootdirectory` shared with other registries (replicas of one pool);
+    /// by default each registry keeps its own storage in its tempdir. The `http.secret` is the
+    /// same for every test registry, so replicas accept each other's upload `_state`.
+    pub storage: Option<PathBuf>,
+    /// Listen here instead of on a free port of the kernel's choosing (for a realm or remote
+    /// that must name the registry's own address before it starts).
+    pub addr: Option<SocketAddr>,
 }
 
-/// One `docker-registry serve` on `127.0.0.1:<free port>`, storage in its own tempdir.
+/// One `docker-registry serve` on `127.0.0.1:<free port>`, storage in its own tempdir unless
+/// `RegistryOptions::storage` names a shared one.
 pub struct Registry {
     dir: TempDir,
     addr: SocketAddr,
@@ -46,12 +55,20 @@ impl Registry {
         })
     }
 
+    /// One replica of a pool: a hosted registry whose storage is `storage`, shared with others.
+    pub fn sharing(storage: &Path) -> Registry {
+        Registry::start_with(RegistryOptions {
+            storage: Some(storage.to_path_buf()),
+            ..RegistryOptions::default()
+        })
+    }
+
     pub fn start_with(options: RegistryOptions) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("registry-")
             .tempdir()
             .expect("tempdir for a registry");
-        let addr = free_addr();
+        let addr = options.addr.unwrap_or_else(free_addr);
         std::fs::write(
             dir.path().join("config.yml"),
             config_yml(dir.path(), addr, &options),
@@ -130,7 +147,11 @@ fn config_yml(dir: &Path, addr: SocketAddr, options: &RegistryOptions) -> String
          log:\n  level: info\n  formatter: text\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n  secret: dockgate-tests\n  relativeurls: {relative}\n",
-        storage = dir.join("storage").display(),
+        storage = options
+            .storage
+            .clone()
+            .unwrap_or_else(|| dir.join("storage"))
+            .display(),
         relative = options.relative_urls,
     );
     if let Some((cert, key)) = &options.tls {
@@ -264,13 +285,15 @@ http {{
     )
 }
 
-/// What a gateway fronts: `hosted` (push goes there) and `group` (pull comes from there), the
-/// group being hosted + a pull-through `cache` of `hub` ("Docker Hub").
+/// What a gateway fronts: `hosted` (push goes there), and for pulls a group of `hosted` then a
+/// pull-through `cache` of `hub` ("Docker Hub"). By default the group is dockgate's own
+/// (`get = { members = [hosted, cache] }`); `start_with_nginx_group` adds an nginx that composes
+/// the same group the way a Nexus group repository answers, and the gateway then pulls from it.
 pub struct Nexus {
     pub hub: Registry,
     pub cache: Registry,
     pub hosted: Registry,
-    pub group: Group,
+    pub nginx_group: Option<Group>,
 }
 
 impl Nexus {
@@ -283,12 +306,23 @@ impl Nexus {
         let hub = Registry::start();
         let cache = Registry::pull_through(&hub);
         let hosted = Registry::start_with(hosted);
-        let group = Group::start(&hosted, &cache);
         Nexus {
             hub,
             cache,
             hosted,
-            group,
+            nginx_group: None,
         }
+    }
+
+    /// The same registries with an nginx group (hosted, then the cache on 404) in front.
+    pub fn start_with_nginx_group() -> Nexus {
+        let mut nexus = Nexus::start();
+        nexus.nginx_group = Some(Group::start(&nexus.hosted, &nexus.cache));
+        nexus
+    }
+
+    /// The group's members in the order a pull asks them: hosted, then the cache.
+    pub fn members(&self) -> Vec<String> {
+        vec![self.hosted.url(), self.cache.url()]
     }
 }
