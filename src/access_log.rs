@@ -28,6 +28,8 @@ pub struct AccessLog {
     pub body_error: Option<String>,
     /// What backfill did for this request (`copied=N bytes=M`), when it ran.
     pub backfill: Option<String>,
+    /// A place under `max_requests_in_flight`, given back when the line is written.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl AccessLog {
@@ -46,6 +48,7 @@ impl AccessLog {
             error: None,
             body_error: None,
             backfill: None,
+            permit: None,
         }
     }
 }

@@ -30,7 +30,8 @@ enum Kind {
 }
 
 struct Stream {
-    inner: Incoming,
+    /// Taken only when an unfinished request body is handed to `drain` on drop.
+    inner: Option<Incoming>,
     stall: Duration,
     /// Time of the last frame; the timer is only re-armed when it fires, so a moving transfer
     /// costs one clock read per frame and no timer-wheel work.
@@ -45,6 +46,10 @@ struct Stream {
     /// A blob being copied: its sha256 is checked as it passes, and a mismatch ends the body
     /// with an error before its last frame, so the registry never commits it.
     verify: Option<Box<Verify>>,
+    /// A client's request body: if it is dropped unfinished (the upstream answered early, or
+    /// failed), keep reading it for this long so the client reads the answer instead of a
+    /// reset, as nginx's `lingering_close` does.
+    drain: Option<Duration>,
 }
 
 struct Verify {
@@ -83,14 +88,20 @@ impl Body {
         }
     }
 
-    /// A client's request body on its way upstream.
+    /// A client's request body on its way upstream; `drain` is how long an unfinished one is
+    /// still read after it is dropped.
     pub fn request(
         inner: Incoming,
         stall: Duration,
         counted: Arc<AtomicU64>,
         done: oneshot::Sender<()>,
+        drain: Duration,
     ) -> Body {
-        Body::stream(inner, stall, Counter::Shared(counted), Some(done), None)
+        let mut body = Body::stream(inner, stall, Counter::Shared(counted), Some(done), None);
+        if let Kind::Stream(s) = &mut body.kind {
+            s.drain = Some(drain);
+        }
+        body
     }
 
     /// A blob on its way from one upstream to another, checked against its sha256 digest.
@@ -124,7 +135,7 @@ impl Body {
     ) -> Body {
         Body {
             kind: Kind::Stream(Stream {
-                inner,
+                inner: Some(inner),
                 stall,
                 last: Instant::now(),
                 timer: None,
@@ -132,6 +143,7 @@ impl Body {
                 done,
                 log,
                 verify: None,
+                drain: None,
             }),
         }
     }
@@ -154,14 +166,18 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Stream(s) => s.inner.is_end_stream(),
+            Kind::Stream(s) => s.inner.as_ref().is_none_or(Incoming::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream(s) => s.inner.size_hint(),
+            Kind::Stream(s) => s
+                .inner
+                .as_ref()
+                .map(Incoming::size_hint)
+                .unwrap_or_default(),
         }
     }
 }
@@ -182,13 +198,16 @@ impl Stream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
-            match Pin::new(&mut self.inner).poll_frame(cx) {
+            let Some(inner) = self.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     self.last = Instant::now();
                     if let Some(data) = frame.data_ref() {
                         if let Some(v) = &mut self.verify {
                             v.hasher.update(data);
-                            if self.inner.is_end_stream() {
+                            if self.inner.as_ref().is_none_or(Incoming::is_end_stream) {
                                 // hyper knows a sized body ended with this frame: check now, so
                                 // a bad blob never gets its last byte sent.
                                 if let Some(err) = self.verify.take().and_then(|v| v.check()) {
@@ -247,4 +266,44 @@ impl Stream {
             }
         }
     }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // `done` is taken when a request body ends: still here means it did not.
+        let (Some(how_long), Some(_)) = (self.drain, &self.done) else {
+            return;
+        };
+        let Some(inner) = self.inner.take().filter(|i| !i.is_end_stream()) else {
+            return;
+        };
+        linger(inner, how_long);
+    }
+}
+
+/// Reads what is left of a request body in the background, so a client that is still sending
+/// reads the answer already written instead of a reset (RFC 9112 section 9.6).
+pub fn linger(inner: Incoming, linger: Duration) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(drain(inner, linger));
+    }
+}
+
+/// Reads and discards what is left of a request body, for at most `linger` in all and
+/// `LINGER_GAP` between frames, so that the connection stays readable while the client
+/// finishes sending and then reads the response already written.
+async fn drain(mut inner: Incoming, linger: Duration) {
+    use http_body_util::BodyExt;
+    /// nginx's `lingering_timeout`.
+    const LINGER_GAP: Duration = Duration::from_secs(5);
+    let end = Instant::now() + linger;
+    let mut bytes = 0u64;
+    loop {
+        let until = end.min(Instant::now() + LINGER_GAP);
+        match tokio::time::timeout_at(until, inner.frame()).await {
+            Ok(Some(Ok(frame))) => bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    tracing::debug!(bytes, "read the rest of a request body answered early");
 }

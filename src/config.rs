@@ -46,6 +46,16 @@ impl Defaults {
     /// probe finds it healthy again.
     pub const HEALTH_FAILS: u32 = 2;
     pub const BACKFILL_MAX_CONCURRENT: usize = 4;
+    /// nginx answers 400 past 4 x 8 KiB; Caddy and Envoy sit between 16 and 60 KiB.
+    pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+    /// hyper's default of 100 refuses requests nginx accepts.
+    pub const MAX_HEADERS: usize = 128;
+    pub const MAX_URI_BYTES: usize = 8 * 1024;
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+    /// nginx's `keepalive_requests` for HTTP/2.
+    pub const H2_MAX_REQUESTS_PER_CONNECTION: u64 = 1000;
+    /// nginx's `lingering_time`.
+    pub const EARLY_RESPONSE_DRAIN: Duration = Duration::from_secs(30);
 }
 
 /// The checked configuration. Built by `Config::load` or `Config::from_toml`, then adjusted by
@@ -66,6 +76,7 @@ pub struct Config {
     pub headers: HeaderOptions,
     pub health: Health,
     pub backfill: Backfill,
+    pub limits: Limits,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
 }
@@ -181,6 +192,27 @@ pub struct Timeouts {
     pub tls_handshake: Duration,
     #[serde(serialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// After answering before the request body was read (a 401 to an upload without
+    /// credentials), keep reading the body this long so the client reads the answer.
+    #[serde(serialize_with = "duration")]
+    pub early_response_drain: Duration,
+}
+
+/// Bounds on what one client can cost. 0 means "off" (or "from the open-file limit").
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_requests_in_flight: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_requests_per_connection: u64,
+    /// With `hostnames` set, refuse any other `Host` (421).
+    pub strict_host: bool,
+    /// Forward header names that contain `_` (nginx drops them by default).
+    pub underscore_headers: bool,
 }
 
 /// Health of servers that have an alternative: a server in a pool of several, or the servers

@@ -53,6 +53,9 @@ pub enum GatewayError {
     /// What a pushed manifest needs could not be copied from get into put.
     #[error("dockgate could not copy {digest} from the get upstream into put: {reason}")]
     Backfill { digest: String, reason: String },
+    /// A request refused by policy before any upstream: its method, size, host or rate.
+    #[error("{0}")]
+    Refused(#[from] crate::policy::Refusal),
     /// A request dockgate will not forward, e.g. a path that escapes its route.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -70,6 +73,7 @@ impl GatewayError {
             // Only copies check digests, and what they copy comes from an upstream.
             GatewayError::ClientBody(BodyError::Digest { .. }) => StatusCode::BAD_GATEWAY,
             GatewayError::ManifestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::Refused(r) => r.status(),
             GatewayError::Backfill { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -84,6 +88,7 @@ impl GatewayError {
             | GatewayError::NoHealthyServer { .. } => "UNAVAILABLE",
             GatewayError::ClientBody(_) => "BLOB_UPLOAD_INVALID",
             GatewayError::ManifestTooLarge { .. } => "MANIFEST_INVALID",
+            GatewayError::Refused(r) => r.code(),
             GatewayError::Backfill { .. } => "BLOB_UNKNOWN",
             GatewayError::BadRequest(_) => "NAME_INVALID",
         }
@@ -99,6 +104,7 @@ impl GatewayError {
             | GatewayError::Backfill { .. } => Fault::Upstream,
             GatewayError::ClientBody(_)
             | GatewayError::ManifestTooLarge { .. }
+            | GatewayError::Refused(_)
             | GatewayError::BadRequest(_) => Fault::Client,
         }
     }

@@ -20,6 +20,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// 7.6.1), including any the `Connection` header names. Framing is re-done by hyper on each
 /// side: `Content-Length` is kept, so a client's sized body stays sized upstream.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // A message with both is framed by Transfer-Encoding (RFC 9112 section 6.3); its
+    // Content-Length is wrong, and passed on it would truncate the body on the other side.
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -279,15 +284,14 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
+        // With Transfer-Encoding beside it, Content-Length is wrong (RFC 9112 section 6.3).
         assert_eq!(
             left,
-            [
-                "content-length",
-                "docker-content-digest",
-                "docker-upload-uuid",
-                "range"
-            ]
+            ["docker-content-digest", "docker-upload-uuid", "range"]
         );
+        let mut sized = map(&[("connection", "content-length"), ("content-length", "10")]);
+        strip_hop_by_hop(&mut sized);
+        assert_eq!(sized[header::CONTENT_LENGTH], "10", "a sized body stays sized");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod route;
@@ -68,6 +69,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tls.acceptor,
         proxy,
         config.timeouts.clone(),
+        config.limits.clone(),
         rx,
     ));
     shutdown.await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{header, Request, Response};
 use http_body::Body as _;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tokio::sync::oneshot;
@@ -20,6 +20,7 @@ use crate::body::{Body, BodyError};
 use crate::config::{Config, HeaderOptions, Rule};
 use crate::error::GatewayError;
 use crate::headers::{self, Forwarded};
+use crate::policy::{self, Policy, Refusal};
 use crate::registry::backfill::Backfill;
 use crate::registry::copy::CopyError;
 use crate::registry::manifest::{Manifest, MAX_MANIFEST_BYTES};
@@ -40,8 +41,13 @@ pub struct Proxy {
     backfill: Option<Backfill>,
     headers: HeaderOptions,
     stall: Duration,
+    drain: Duration,
     /// Used when a request names no host (HTTP/1.0 without `Host`).
     fallback_host: Option<String>,
+    policy: Policy,
+    underscore_headers: bool,
+    /// `max_requests_in_flight`; `None`: no limit.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Proxy {
@@ -52,12 +58,41 @@ impl Proxy {
             upstreams,
             headers: config.headers.clone(),
             stall: config.timeouts.body_stall,
+            drain: config.timeouts.early_response_drain,
             fallback_host: config.hostnames.first().cloned(),
+            policy: Policy {
+                max_uri_bytes: config.limits.max_uri_bytes,
+                allowed_hosts: if config.limits.strict_host && !config.hostnames.is_empty() {
+                    config.certificate_names()
+                } else {
+                    Vec::new()
+                },
+            },
+            underscore_headers: config.limits.underscore_headers,
+            in_flight: (config.limits.max_requests_in_flight > 0).then(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    config.limits.max_requests_in_flight,
+                ))
+            }),
         }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let mut log = AccessLog::new(conn.remote, req.method().clone(), Instant::now());
+        if let Some(limit) = &self.in_flight {
+            // Held by the access log, so a request counts until its response body ends.
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => log.permit = Some(permit),
+                Err(_) => {
+                    let err = GatewayError::Refused(Refusal::Busy);
+                    log.status = err.status().as_u16();
+                    log.error = Some(format!("{} fault: {err}", err.fault()));
+                    log.path = req.uri().path().to_string();
+                    self.linger(req.into_body());
+                    return err.into_response();
+                }
+            }
+        }
         match self.forward(req, conn, &mut log).await {
             Ok(resp) => {
                 log.status = resp.status().as_u16();
@@ -88,8 +123,28 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<Response<ReplyBody>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
-        let path = route::normalize(parts.uri.path())
-            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let checked = policy::check(
+            &self.policy,
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+        )
+        .map_err(GatewayError::from)
+        .and_then(|()| {
+            route::normalize(parts.uri.path()).map_err(|e| GatewayError::BadRequest(e.to_string()))
+        });
+        let path = match checked {
+            Ok(path) => path,
+            Err(e) => {
+                log.path = parts.uri.path().chars().take(256).collect();
+                self.linger(incoming);
+                return Err(e);
+            }
+        };
+        if !self.underscore_headers {
+            policy::drop_underscored(&mut parts.headers);
+        }
         log.path = path.to_string();
         let public = self.public_authority(&parts, conn)?;
         let route = route::route(&parts.method, &path, &self.rules, self.upstreams.has_web());
@@ -146,7 +201,8 @@ impl Proxy {
             let counted = Arc::new(AtomicU64::new(0));
             log.bytes_in = Some(counted.clone());
             let (tx, rx) = oneshot::channel();
-            (Body::request(incoming, self.stall, counted, tx), Some(rx))
+            let body = Body::request(incoming, self.stall, counted, tx, self.drain);
+            (body, Some(rx))
         };
         let query = parts.uri.query().map(str::to_string);
         let path = path.into_owned();
@@ -166,8 +222,9 @@ impl Proxy {
                 Reason::UploadStart => match mount_request(query.as_deref()) {
                     Some((digest, from)) => {
                         let repo = repository(&path, "/blobs/uploads/");
-                        let reply = bf.mount(reply, creds, repo, &digest, from.as_deref()).await;
-                        if reply.response.status() == http::StatusCode::CREATED {
+                        let (reply, copied) =
+                            bf.mount(reply, creds, repo, &digest, from.as_deref()).await;
+                        if copied {
                             log.backfill = Some("mounted from get".into());
                         }
                         reply
@@ -201,11 +258,21 @@ impl Proxy {
         Ok(resp)
     }
 
-    /// Reads a manifest PUT's body whole, within the stall timeout and the size cap.
+    /// A refused request's body is read (and discarded) in the background, so the client reads
+    /// the refusal instead of a reset.
+    fn linger(&self, incoming: Incoming) {
+        if !incoming.is_end_stream() {
+            crate::body::linger(incoming, self.drain);
+        }
+    }
+
+    /// Reads a manifest PUT's body whole, within the stall timeout per frame and the size
+    /// cap. A body over the cap is refused; the rest of it is still read in the background so
+    /// the client reads the 413.
     async fn read_manifest(
         &self,
         headers: &http::HeaderMap,
-        incoming: Incoming,
+        mut incoming: Incoming,
     ) -> Result<bytes::Bytes, GatewayError> {
         let too_large = GatewayError::ManifestTooLarge {
             limit: MAX_MANIFEST_BYTES,
@@ -215,16 +282,27 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES) {
+            crate::body::linger(incoming, self.drain);
             return Err(too_large);
         }
-        let read = Limited::new(incoming, MAX_MANIFEST_BYTES).collect();
-        match tokio::time::timeout(self.stall, read).await {
-            Err(_) => Err(GatewayError::ClientBody(BodyError::Stalled(self.stall))),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large),
-            Ok(Err(e)) => Err(GatewayError::BadRequest(format!(
-                "reading the manifest failed: {e}"
-            ))),
+        let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(8192));
+        loop {
+            match tokio::time::timeout(self.stall, incoming.frame()).await {
+                Err(_) => return Err(GatewayError::ClientBody(BodyError::Stalled(self.stall))),
+                Ok(None) => return Ok(buf.freeze()),
+                Ok(Some(Err(e))) => {
+                    return Err(GatewayError::ClientBody(BodyError::Transport(Arc::new(e))))
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        if buf.len() + data.len() > MAX_MANIFEST_BYTES {
+                            crate::body::linger(incoming, self.drain);
+                            return Err(too_large);
+                        }
+                        buf.extend_from_slice(data);
+                    }
+                }
+            }
         }
     }
 

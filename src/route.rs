@@ -162,6 +162,11 @@ fn registry_resource(path: &str) -> Resource {
 pub enum BadPath {
     #[error("the request target must be a path starting with '/'")]
     NotAPath,
+    /// Jetty (Nexus) and Tomcat cut `;parameters` off path segments, so `/v2/..;/v1/search`
+    /// would mean one upstream to dockgate and another to Nexus. Registry paths never hold
+    /// one.
+    #[error("a path cannot contain ';' (path parameters)")]
+    Parameter,
 }
 
 /// Resolves what an upstream might resolve differently from us, so that the path we route on is
@@ -171,6 +176,14 @@ pub enum BadPath {
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotAPath);
+    }
+    let encoded_semicolon = |p: &str| {
+        p.as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'b'))
+    };
+    if path.contains(';') || (path.contains('%') && encoded_semicolon(path)) {
+        return Err(BadPath::Parameter);
     }
     let suspicious = path.contains("//") || path.contains("/.") || path.contains('%');
     if !suspicious {
@@ -434,6 +447,8 @@ mod tests {
             assert_eq!(normalize(raw).unwrap(), want, "{raw}");
         }
         assert_eq!(normalize("*"), Err(BadPath::NotAPath));
+        assert_eq!(normalize("/v2/..;/v1/search"), Err(BadPath::Parameter));
+        assert_eq!(normalize("/v2/x%3Bv/manifests/1"), Err(BadPath::Parameter));
     }
 
     #[test]

@@ -1,21 +1,23 @@
 //! Accept -> TLS handshake in the connection's own task -> HTTP/1.1 or HTTP/2 (by ALPN) ->
 //! the proxy service; and the graceful drain on shutdown.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Timeouts;
+use crate::config::{Limits, Timeouts};
 use crate::proxy::{ConnInfo, Proxy};
 
 /// Binds every listen address before anything is served, so a busy port fails the start.
@@ -49,28 +51,45 @@ pub async fn run(
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     timeouts: Timeouts,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.client_headers)
-        .keep_alive(true);
+        .keep_alive(true)
+        // An unfinished head holds at most this much; past it the client gets 431.
+        .max_header_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
+        // The read buffer also carries upload bodies: 64 KiB per read is plenty for a TLS
+        // stream of 16 KiB records, and keeps a concurrent upload's memory small.
+        .max_buf_size(H1_MAX_BUF.max(limits.max_header_bytes));
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         // Large windows let one HTTP/2 stream carry a layer at full speed; memory per stream is
         // bounded by them.
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
         .keep_alive_interval(Some(Duration::from_secs(60)));
+    let max_connections = if limits.max_connections == 0 {
+        connections_from_fd_limit()
+    } else {
+        limits.max_connections
+    };
+    tracing::info!(max_connections, "client connection limit");
     let shared = Arc::new(Shared {
         http1,
         http2,
         acceptor,
         proxy,
         handshake_timeout: timeouts.tls_handshake,
+        connections: Arc::new(Semaphore::new(max_connections)),
+        per_ip: PerIp::new(limits.max_connections_per_ip),
+        h2_max_requests: limits.h2_max_requests_per_connection,
     });
 
     // Each connection task holds a sender; when all are gone, `recv` returns None.
@@ -105,12 +124,84 @@ pub async fn run(
     }
 }
 
+/// hyper's HTTP/1.1 read buffer ceiling (its default is ~400 KB).
+const H1_MAX_BUF: usize = 64 * 1024;
+
 struct Shared {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     handshake_timeout: Duration,
+    /// One permit per open client connection: at the limit, accept waits and new clients wait
+    /// in the listen backlog while established ones keep working.
+    connections: Arc<Semaphore>,
+    per_ip: PerIp,
+    h2_max_requests: u64,
+}
+
+/// Open connections per client address, when `max_connections_per_ip` is set.
+struct PerIp {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// When the limit was last logged (seconds since start), so a flood logs once a minute.
+    last_log: AtomicU64,
+    start: std::time::Instant,
+}
+
+impl PerIp {
+    fn new(max: usize) -> PerIp {
+        PerIp {
+            max,
+            open: Mutex::new(HashMap::new()),
+            last_log: AtomicU64::new(u64::MAX),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts a new connection from `ip`; false when that address is at its limit.
+    fn admit(&self, ip: IpAddr) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            drop(open);
+            let now = self.start.elapsed().as_secs();
+            let last = self.last_log.load(Ordering::Relaxed);
+            if last == u64::MAX || now >= last + 60 {
+                self.last_log.store(now, Ordering::Relaxed);
+                tracing::warn!(client = %ip, limit = self.max, "connections refused: this address is at max_connections_per_ip (logged once a minute)");
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Half the open-file limit (each client connection may hold an upstream socket too), less
+/// room for listeners, upstream pools and files.
+fn connections_from_fd_limit() -> usize {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX / 2);
+    (soft / 2).saturating_sub(64).max(16)
 }
 
 async fn accept_loop(
@@ -120,16 +211,36 @@ async fn accept_loop(
     alive: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let mut full_logged = false;
     loop {
+        let permit = match shared.connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !full_logged {
+                    tracing::warn!(%local, "at max_connections: new clients wait in the backlog");
+                    full_logged = true;
+                }
+                match shared.connections.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
         match listener.accept().await {
             Ok((stream, remote)) => {
+                if !shared.per_ip.admit(remote.ip()) {
+                    // Closed before any TLS work: cheap for us, clear for the client.
+                    drop(stream);
+                    continue;
+                }
+                full_logged = false;
                 let _ = stream.set_nodelay(true);
                 let info = ConnInfo { remote, local };
                 tokio::spawn(connection(
                     stream,
                     info,
                     shared.clone(),
-                    alive.clone(),
+                    (alive.clone(), permit),
                     shutdown.clone(),
                 ));
             }
@@ -149,28 +260,54 @@ async fn connection(
     stream: TcpStream,
     info: ConnInfo,
     shared: Arc<Shared>,
-    _alive: mpsc::Sender<()>,
+    held: (mpsc::Sender<()>, OwnedSemaphorePermit),
     mut shutdown: watch::Receiver<bool>,
+) {
+    serve_connection(stream, info, &shared, &mut shutdown).await;
+    shared.per_ip.release(info.remote.ip());
+    drop(held);
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    info: ConnInfo,
+    shared: &Arc<Shared>,
+    shutdown: &mut watch::Receiver<bool>,
 ) {
     // The handshake state and the HTTP/2 connection are boxed so that the task itself, which an
     // idle HTTP/1.1 keep-alive connection holds for its lifetime, is only as large as the
     // HTTP/1.1 path needs (measured with bench/ workload 6).
     let handshake = Box::pin(shared.acceptor.accept(stream));
-    let tls = match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(client = %info.remote, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client = %info.remote, "TLS handshake timed out");
-            return;
-        }
+    let tls = tokio::select! {
+        r = tokio::time::timeout(shared.handshake_timeout, handshake) => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %info.remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %info.remote, "TLS handshake timed out");
+                return;
+            }
+        },
+        // A client still in its handshake (or one that never sends a ClientHello) has nothing
+        // in flight: it must not hold a shutdown for the whole grace period.
+        _ = shutdown.changed() => return,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let proxy = shared.proxy.clone();
+    // HTTP/2 only: after this many requests the connection is asked to close (GOAWAY), as
+    // nginx's keepalive_requests does, so one connection cannot pin its upstream sockets and
+    // memory forever.
+    let served = Arc::new(AtomicU64::new(0));
+    let enough = Arc::new(Notify::new());
+    let cap = if h2 { shared.h2_max_requests } else { u64::MAX };
+    let (counter, notify) = (served.clone(), enough.clone());
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
+        if counter.fetch_add(1, Ordering::Relaxed) + 1 == cap {
+            notify.notify_one();
+        }
         async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
     });
     let io = TokioIo::new(tls);
@@ -178,22 +315,24 @@ async fn connection(
     // speak HTTP/1.1).
     let result = if h2 {
         let mut conn = Box::pin(shared.http2.serve_connection(io, service));
-        drive(conn.as_mut(), &mut shutdown, |c| c.graceful_shutdown()).await
+        drive(conn.as_mut(), shutdown, &enough, |c| c.graceful_shutdown()).await
     } else {
         let conn = shared.http1.serve_connection(io, service);
         tokio::pin!(conn);
-        drive(conn, &mut shutdown, |c| c.graceful_shutdown()).await
+        drive(conn, shutdown, &enough, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = result {
         tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
     }
 }
 
-/// Drives a connection to its end; on shutdown, asks it to finish the requests in flight and
-/// close (HTTP/2: GOAWAY; HTTP/1.1: close after the current response).
+/// Drives a connection to its end; on shutdown, or when it has served its share of requests,
+/// asks it to finish the requests in flight and close (HTTP/2: GOAWAY; HTTP/1.1: close after
+/// the current response).
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     shutdown: &mut watch::Receiver<bool>,
+    enough: &Notify,
     graceful: fn(Pin<&mut C>),
 ) -> hyper::Result<()>
 where
@@ -204,6 +343,13 @@ where
         _ = shutdown.changed() => {
             graceful(conn.as_mut());
             conn.await
+        }
+        _ = enough.notified() => {
+            graceful(conn.as_mut());
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.changed() => conn.await,
+            }
         }
     }
 }

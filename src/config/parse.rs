@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::upstreams::RawUpstream;
 use super::{
-    Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Rule, Target, Timeouts, Tls,
-    UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
+    Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Limits, Rule, Target, Timeouts,
+    Tls, UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -37,6 +37,7 @@ struct RawConfig {
     headers: Option<RawHeaders>,
     health: Option<RawHealth>,
     backfill: Option<RawBackfill>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +64,21 @@ impl RawUpstreams {
             Target::Web => self.web.as_ref(),
         }
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_header_bytes: Option<Spanned<usize>>,
+    max_headers: Option<Spanned<usize>>,
+    max_uri_bytes: Option<Spanned<usize>>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_requests_in_flight: Option<usize>,
+    h2_max_concurrent_streams: Option<Spanned<u32>>,
+    h2_max_requests_per_connection: Option<Spanned<u64>>,
+    strict_host: Option<bool>,
+    underscore_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +127,7 @@ struct RawTimeouts {
     client_headers: Option<Spanned<String>>,
     tls_handshake: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
+    early_response_drain: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -257,6 +274,11 @@ impl Ctx<'_> {
                 "timeouts.shutdown_grace",
                 Defaults::SHUTDOWN_GRACE,
             )?,
+            early_response_drain: dur(
+                &t.early_response_drain,
+                "timeouts.early_response_drain",
+                Defaults::EARLY_RESPONSE_DRAIN,
+            )?,
         };
         let h = raw.headers.unwrap_or_default();
         let health = raw.health.unwrap_or_default();
@@ -275,6 +297,7 @@ impl Ctx<'_> {
             },
         };
         let backfill = self.check_backfill(raw.backfill.unwrap_or_default())?;
+        let limits = self.check_limits(raw.limits.unwrap_or_default())?;
         Ok(Config {
             source: self.file.map(Path::to_path_buf),
             listen,
@@ -289,6 +312,63 @@ impl Ctx<'_> {
             },
             health,
             backfill,
+            limits,
+        })
+    }
+
+    fn check_limits(&self, raw: RawLimits) -> Result<Limits, ConfigError> {
+        let at_least = |v: &Option<Spanned<usize>>, key: &str, min: usize, default: usize| match v {
+            Some(n) if *n.get_ref() < min => {
+                Err(self.err(n, key, format!("must be at least {min}")))
+            }
+            Some(n) => Ok(*n.get_ref()),
+            None => Ok(default),
+        };
+        let streams = match &raw.h2_max_concurrent_streams {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(n, "limits.h2_max_concurrent_streams", "must be at least 1"))
+            }
+            Some(n) => *n.get_ref(),
+            None => Defaults::H2_MAX_CONCURRENT_STREAMS,
+        };
+        let requests = match &raw.h2_max_requests_per_connection {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(
+                    n,
+                    "limits.h2_max_requests_per_connection",
+                    "must be at least 1",
+                ))
+            }
+            Some(n) => *n.get_ref(),
+            None => Defaults::H2_MAX_REQUESTS_PER_CONNECTION,
+        };
+        Ok(Limits {
+            // hyper's read buffer cannot be smaller than 8 KiB, and the head must fit in it.
+            max_header_bytes: at_least(
+                &raw.max_header_bytes,
+                "limits.max_header_bytes",
+                8192,
+                Defaults::MAX_HEADER_BYTES,
+            )?,
+            max_headers: at_least(
+                &raw.max_headers,
+                "limits.max_headers",
+                1,
+                Defaults::MAX_HEADERS,
+            )?,
+            max_uri_bytes: at_least(
+                &raw.max_uri_bytes,
+                "limits.max_uri_bytes",
+                64,
+                Defaults::MAX_URI_BYTES,
+            )?,
+            max_connections: raw.max_connections.unwrap_or(0),
+            max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
+            max_requests_in_flight: raw.max_requests_in_flight.unwrap_or(0),
+            h2_max_concurrent_streams: streams,
+            h2_max_requests_per_connection: requests,
+            strict_host: raw.strict_host.unwrap_or(false),
+            underscore_headers: raw.underscore_headers.unwrap_or(false),
         })
     }
 

@@ -107,6 +107,7 @@ impl Backfill {
     /// means put could not mount; if get has the blob, copy it into the session put opened
     /// and answer 201, as a registry that mounted does. Otherwise the client gets a 202 and
     /// uploads (put's own session when get lacks the blob, a fresh one after a failed copy).
+    /// The flag says whether dockgate copied the blob (put's own 201 is passed on as is).
     pub async fn mount<'a>(
         &'a self,
         reply: Reply<'a>,
@@ -114,12 +115,12 @@ impl Backfill {
         repo: &str,
         digest: &str,
         from: Option<&str>,
-    ) -> Reply<'a> {
+    ) -> (Reply<'a>, bool) {
         if reply.response.status() != StatusCode::ACCEPTED {
-            return reply;
+            return (reply, false);
         }
         let (Ok(digest), Some(session)) = (Digest::parse(digest), session_of(&reply)) else {
-            return reply;
+            return (reply, false);
         };
         let server = reply.server;
         let (parts, _) = reply.response.into_parts();
@@ -138,8 +139,8 @@ impl Backfill {
                     .await;
             }
         }
-        match result {
-            Ok(_) => mounted(repo, &digest),
+        let fallback = match result {
+            Ok(_) => return (mounted(repo, &digest), true),
             Err(CopyError::NotFound(_)) => Reply {
                 // Nobody has it: the client uploads into put's own session.
                 response: Response::from_parts(parts, ReplyBody::Full(Bytes::new())),
@@ -176,7 +177,8 @@ impl Backfill {
                     }
                 }
             }
-        }
+        };
+        (fallback, false)
     }
 
     /// Copies into put every blob and child manifest of `manifest` that put lacks and get

@@ -492,7 +492,7 @@ fn log_copy(
     match error {
         None => tracing::info!(
             target: "access",
-            route = "backfill",
+            route = %"backfill",
             digest = %digest,
             from = %from,
             to = %to,
@@ -501,7 +501,7 @@ fn log_copy(
         ),
         Some(e) => tracing::warn!(
             target: "access",
-            route = "backfill",
+            route = %"backfill",
             digest = %digest,
             from = %from,
             to = %to,
