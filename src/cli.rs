@@ -41,6 +41,41 @@ pub enum Command {
     IssueCert(IssueCertArgs),
     /// Check a config file and print the effective configuration; exit 2 if it is wrong.
     CheckConfig(CheckConfigArgs),
+    /// Talk to each upstream from here and say what is wrong with the setup and how to fix it.
+    Doctor(DoctorArgs),
+    /// Read an nginx config of the kind put in front of Nexus and print the dockgate TOML.
+    ImportNginx(ImportNginxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Config file (without one, the built-in defaults and the flags below).
+    #[arg(long, short = 'c', env = "DOCKGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Also check that get serves this image's tag, e.g. library/alpine:3.19.
+    #[arg(long, value_name = "NAME:TAG")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub upstreams: DoctorUpstreams,
+}
+
+/// The upstream flags `serve` takes, so `doctor` checks exactly what would be served.
+#[derive(Debug, Default, Args)]
+pub struct DoctorUpstreams {
+    #[arg(long, value_name = "URL")]
+    pub put: Vec<String>,
+    #[arg(long, value_name = "URL")]
+    pub get: Vec<String>,
+    #[arg(long, value_name = "URL")]
+    pub web: Vec<String>,
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportNginxArgs {
+    /// The nginx config file (a site file or a whole nginx.conf).
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Default, Args)]

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod body;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod headers;

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use dockgate::cli::{Cli, Command, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs};
-use dockgate::config::{Config, Defaults, Overrides, Tls};
+use dockgate::cli::{Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs};
+use dockgate::config::{Config, Defaults, Overrides, Target, Tls};
 use dockgate::{tls, ServeError};
 
 // Measured with bench/ (10k idle TLS connections): glibc malloc keeps ~29 KiB per connection,
@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         Some(Command::GenerateCa(args)) => generate_ca(args),
         Some(Command::IssueCert(args)) => issue_cert(args),
         Some(Command::CheckConfig(args)) => check_config(args.config),
+        Some(Command::Doctor(args)) => doctor(args),
+        Some(Command::ImportNginx(args)) => dockgate::cmd::import_nginx::run(&args.file)
+            .map(|toml| print!("{toml}"))
+            .map_err(Failure::input),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,4 +163,26 @@ fn check_config(path: Option<PathBuf>) -> Result<(), Failure> {
     }
     print!("{}", config.to_toml());
     Ok(())
+}
+
+fn doctor(args: DoctorArgs) -> Result<(), Failure> {
+    let u = &args.upstreams;
+    let overrides = Overrides {
+        upstreams: vec![
+            (Target::Put, u.put.clone()),
+            (Target::Get, u.get.clone()),
+            (Target::Web, u.web.clone()),
+        ],
+        hostnames: u.hostname.clone(),
+        ..Default::default()
+    };
+    let config = load(args.config.clone(), &overrides)?;
+    if dockgate::cmd::doctor::run(&config, args.image.as_deref()) {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: "some checks failed (see above)".into(),
+            code: 1,
+        })
+    }
 }
