@@ -10,6 +10,8 @@ use http::uri::Authority;
 use http::Method;
 use tokio::time::Instant;
 
+use crate::metrics::{method_label, metrics, status_class, RequestLabels, RouteLabels};
+
 pub struct AccessLog {
     pub client: SocketAddr,
     pub method: Method,
@@ -67,6 +69,20 @@ impl Drop for AccessLog {
                 "client fault: closed the connection before the response".into()
             });
         }
+        let m = metrics();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: self.reason,
+                upstream: self.upstream,
+                method: method_label(&self.method),
+                status: status_class(self.status),
+            })
+            .inc();
+        m.duration
+            .get_or_create(&RouteLabels { route: self.reason })
+            .observe(ms / 1000.0);
+        m.bytes_in.inc_by(bytes_in);
+        m.bytes_out.inc_by(self.bytes_out);
         let server = self.server.as_ref().map_or("-", Authority::as_str);
         // tracing needs the level at compile time; the fields are the same either way.
         macro_rules! line {

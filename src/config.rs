@@ -77,6 +77,7 @@ pub struct Config {
     pub health: Health,
     pub backfill: Backfill,
     pub limits: Limits,
+    pub admin: Admin,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
 }
@@ -196,6 +197,13 @@ pub struct Timeouts {
     /// credentials), keep reading the body this long so the client reads the answer.
     #[serde(serialize_with = "duration")]
     pub early_response_drain: Duration,
+}
+
+/// The plain-HTTP admin listener (`/metrics`, `/healthz`, `/readyz`); off when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Admin {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Bounds on what one client can cost. 0 means "off" (or "from the open-file limit").

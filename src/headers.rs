@@ -291,7 +291,11 @@ mod tests {
         );
         let mut sized = map(&[("connection", "content-length"), ("content-length", "10")]);
         strip_hop_by_hop(&mut sized);
-        assert_eq!(sized[header::CONTENT_LENGTH], "10", "a sized body stays sized");
+        assert_eq!(
+            sized[header::CONTENT_LENGTH],
+            "10",
+            "a sized body stays sized"
+        );
     }
 
     #[test]

@@ -5,12 +5,15 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
@@ -24,10 +27,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::config::{Config, Overrides};
+use crate::live::Live;
 use crate::tls::TlsError;
-use crate::upstream::Upstreams;
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,43 +46,99 @@ pub enum ServeError {
 
 /// Serves `config` until `shutdown` resolves, then drains. Certificates are loaded (or minted)
 /// and every port bound before the first connection is accepted; each bound address is logged
-/// (`listening`), so port 0 works too.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+/// (`listening`), so port 0 works too. SIGHUP reloads the config file (with `overrides`, the
+/// command-line flags, applied again) and the certificates.
+pub async fn serve(
+    config: Config,
+    overrides: Overrides,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let tls = tls::setup(&config.tls, &config.certificate_names())?;
-    let listeners = server::bind(&config.listen).map_err(|source| ServeError::Bind {
-        addr: config
+    let bind_error = |addrs: String| {
+        move |source| ServeError::Bind {
+            addr: addrs,
+            source,
+        }
+    };
+    let listeners = server::bind(&config.listen).map_err(bind_error(
+        config
             .listen
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        source,
-    })?;
+    ))?;
+    let admin = match config.admin.listen {
+        Some(addr) => Some(admin::bind(addr).map_err(bind_error(addr.to_string()))?),
+        None => None,
+    };
     let renewal = tls.renewal.map(|r| tokio::spawn(r.run()));
-    let upstreams = Arc::new(Upstreams::new(&config));
-    let probes = upstream::spawn_probes(&upstreams);
-    let proxy = Arc::new(Proxy::new(&config, upstreams));
     for (target, spec) in config.upstreams.iter() {
         tracing::info!(upstream = target.as_str(), servers = %spec, "upstream");
     }
+    let timeouts = config.timeouts.clone();
+    let limits = config.limits.clone();
+    let live = Arc::new(Live::new(config, overrides, tls.resolver));
 
     let (tx, rx) = watch::channel(false);
+    if let Some(listener) = admin {
+        let local = listener.local_addr().ok();
+        tracing::info!(local = ?local, "admin listening: /metrics /healthz /readyz");
+        tokio::spawn(admin::run(listener, live.clone(), rx.clone()));
+    }
+    let reloads = tokio::spawn(reload_on_sighup(live.clone()));
     let server = tokio::spawn(server::run(
         listeners,
         tls.acceptor,
-        proxy,
-        config.timeouts.clone(),
-        config.limits.clone(),
+        live.clone(),
+        timeouts,
+        limits,
         rx,
     ));
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     shutdown.await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let _ = tx.send(true);
+    reloads.abort();
     let _ = server.await;
     if let Some(r) = renewal {
         r.abort();
     }
-    for p in probes {
-        p.abort();
-    }
+    live.stop();
     Ok(())
+}
+
+/// Reloads on each SIGHUP, as `nginx -s reload` does; a bad config is logged and the running
+/// one kept.
+async fn reload_on_sighup(live: Arc<Live>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload needs a restart");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        match live.reload() {
+            Ok(restart) => {
+                tracing::info!("configuration reloaded");
+                if !restart.is_empty() {
+                    tracing::warn!(keys = ?restart, "these changes need a restart; the running values stay");
+                }
+            }
+            Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+        }
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// Tells systemd (`Type=notify`) where we are; nothing without `NOTIFY_SOCKET`.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, state) {
+            tracing::debug!(error = %e, "sd_notify");
+        }
+    }
 }

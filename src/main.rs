@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use dockgate::cli::{Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs};
+use dockgate::cli::{
+    Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs,
+};
 use dockgate::config::{Config, Defaults, Overrides, Target, Tls};
 use dockgate::{tls, ServeError};
 
@@ -79,7 +81,8 @@ fn load(path: Option<PathBuf>, overrides: &Overrides) -> Result<Config, Failure>
 }
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let config = load(args.config.clone(), &args.overrides())?;
+    let overrides = args.overrides();
+    let config = load(args.config.clone(), &overrides)?;
     // 10k idle keep-alive connections need more descriptors than the usual soft limit of 1024.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
@@ -91,7 +94,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(Failure::runtime)?;
     runtime
-        .block_on(dockgate::serve(config, shutdown_signal()))
+        .block_on(dockgate::serve(config, overrides, shutdown_signal()))
         .map_err(|e| match e {
             ServeError::Tls(e) => Failure::input(e),
             e @ ServeError::Bind { .. } => Failure::runtime(e),

@@ -96,6 +96,10 @@ impl Proxy {
         match self.forward(req, conn, &mut log).await {
             Ok(resp) => {
                 log.status = resp.status().as_u16();
+                crate::metrics::metrics()
+                    .first_byte
+                    .get_or_create(&crate::metrics::RouteLabels { route: log.reason })
+                    .observe(log.start.elapsed().as_secs_f64());
                 let (parts, body) = resp.into_parts();
                 let body = match body {
                     ReplyBody::Streamed(incoming) => Body::response(incoming, self.stall, log),

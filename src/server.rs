@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Limits, Timeouts};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::live::Live;
+use crate::metrics::{metrics, ResultLabels};
+use crate::proxy::ConnInfo;
 
 /// Binds every listen address before anything is served, so a busy port fails the start.
 pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<(SocketAddr, TcpListener)>> {
@@ -49,7 +51,7 @@ pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<(SocketAddr, TcpListene
 pub async fn run(
     listeners: Vec<(SocketAddr, TcpListener)>,
     acceptor: TlsAcceptor,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     timeouts: Timeouts,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -85,7 +87,7 @@ pub async fn run(
         http1,
         http2,
         acceptor,
-        proxy,
+        live,
         handshake_timeout: timeouts.tls_handshake,
         connections: Arc::new(Semaphore::new(max_connections)),
         per_ip: PerIp::new(limits.max_connections_per_ip),
@@ -131,7 +133,7 @@ struct Shared {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     acceptor: TlsAcceptor,
-    proxy: Arc<Proxy>,
+    live: Arc<Live>,
     handshake_timeout: Duration,
     /// One permit per open client connection: at the limit, accept waits and new clients wait
     /// in the listen backlog while established ones keep working.
@@ -263,7 +265,10 @@ async fn connection(
     held: (mpsc::Sender<()>, OwnedSemaphorePermit),
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let open = &metrics().connections;
+    open.inc();
     serve_connection(stream, info, &shared, &mut shutdown).await;
+    open.dec();
     shared.per_ip.release(info.remote.ip());
     drop(held);
 }
@@ -278,14 +283,25 @@ async fn serve_connection(
     // idle HTTP/1.1 keep-alive connection holds for its lifetime, is only as large as the
     // HTTP/1.1 path needs (measured with bench/ workload 6).
     let handshake = Box::pin(shared.acceptor.accept(stream));
+    let handshakes = |result| {
+        metrics()
+            .handshakes
+            .get_or_create(&ResultLabels { result })
+            .inc()
+    };
     let tls = tokio::select! {
         r = tokio::time::timeout(shared.handshake_timeout, handshake) => match r {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(tls)) => {
+                handshakes("ok");
+                tls
+            }
             Ok(Err(e)) => {
+                handshakes("failed");
                 tracing::debug!(client = %info.remote, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
+                handshakes("timeout");
                 tracing::debug!(client = %info.remote, "TLS handshake timed out");
                 return;
             }
@@ -295,7 +311,7 @@ async fn serve_connection(
         _ = shutdown.changed() => return,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let proxy = shared.proxy.clone();
+    let live = shared.live.clone();
     // HTTP/2 only: after this many requests the connection is asked to close (GOAWAY), as
     // nginx's keepalive_requests does, so one connection cannot pin its upstream sockets and
     // memory forever.
@@ -304,7 +320,9 @@ async fn serve_connection(
     let cap = if h2 { shared.h2_max_requests } else { u64::MAX };
     let (counter, notify) = (served.clone(), enough.clone());
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
+        // Each request takes the proxy current when it arrives and keeps it to its end, so a
+        // reload never changes a request in flight.
+        let proxy = live.proxy();
         if counter.fetch_add(1, Ordering::Relaxed) + 1 == cap {
             notify.notify_one();
         }

@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::upstreams::RawUpstream;
 use super::{
-    Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Limits, Rule, Target, Timeouts,
-    Tls, UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
+    Admin, Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Limits, Rule, Target,
+    Timeouts, Tls, UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -38,6 +38,13 @@ struct RawConfig {
     health: Option<RawHealth>,
     backfill: Option<RawBackfill>,
     limits: Option<RawLimits>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,6 +305,14 @@ impl Ctx<'_> {
         };
         let backfill = self.check_backfill(raw.backfill.unwrap_or_default())?;
         let limits = self.check_limits(raw.limits.unwrap_or_default())?;
+        let admin = match raw.admin.and_then(|a| a.listen) {
+            Some(l) => Admin {
+                listen: Some(
+                    parse_listen(l.get_ref()).map_err(|m| self.err(&l, "admin.listen", m))?,
+                ),
+            },
+            None => Admin::default(),
+        };
         Ok(Config {
             source: self.file.map(Path::to_path_buf),
             listen,
@@ -313,6 +328,7 @@ impl Ctx<'_> {
             health,
             backfill,
             limits,
+            admin,
         })
     }
 

@@ -489,6 +489,12 @@ fn log_copy(
     error: Option<&CopyError>,
 ) {
     let ms = format!("{:.1}", start.elapsed().as_secs_f64() * 1000.0);
+    let m = crate::metrics::metrics();
+    let result = if error.is_none() { "copied" } else { "failed" };
+    m.backfill_copies
+        .get_or_create(&crate::metrics::ResultLabels { result })
+        .inc();
+    m.backfill_bytes.inc_by(bytes);
     match error {
         None => tracing::info!(
             target: "access",

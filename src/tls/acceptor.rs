@@ -23,6 +23,8 @@ use crate::tls::{crypto, TlsError};
 pub struct TlsSetup {
     pub acceptor: TlsAcceptor,
     pub renewal: Option<Renewal>,
+    /// What `reload` swaps certificates into.
+    pub resolver: Arc<Resolver>,
 }
 
 /// Builds the acceptor from `tls`; `names` are the names clients use to reach the gateway
@@ -70,19 +72,39 @@ pub fn setup(tls: &Tls, names: &[String]) -> Result<TlsSetup, TlsError> {
                     names,
                     days: *server_days,
                     every: *renew_check,
-                    resolver,
+                    resolver: resolver.clone(),
                 }),
+                resolver,
             })
         }
         Tls::Files { cert, key } => {
             let certified = load_files(cert, key, names)?;
             let resolver = Arc::new(Resolver::new(vec![Arc::new(certified)]));
             Ok(TlsSetup {
-                acceptor: acceptor(resolver)?,
+                acceptor: acceptor(resolver.clone())?,
                 renewal: None,
+                resolver,
             })
         }
     }
+}
+
+/// Reads the certificate again on a reload (an ACME client's renew hook sends SIGHUP after it
+/// wrote new files) and swaps it in for the next handshakes; on any error the old one stays.
+/// Minted: the server certificate on disk if it still covers `names`, else a fresh one.
+pub fn reload(tls: &Tls, names: &[String], resolver: &Resolver) -> Result<(), TlsError> {
+    let key = match tls {
+        Tls::Minted {
+            dir, server_days, ..
+        } => {
+            let ca = Ca::load(dir)?;
+            let (names, _) = ca.partition(names);
+            ca.load_or_issue(&names, *server_days)?.1
+        }
+        Tls::Files { cert, key } => load_files(cert, key, names)?,
+    };
+    resolver.replace(vec![Arc::new(key)]);
+    Ok(())
 }
 
 /// Reissues the minted server certificate when it nears expiry, writes it and swaps it in.
@@ -204,7 +226,7 @@ fn load_files(cert: &Path, key: &Path, names: &[String]) -> Result<CertifiedKey,
 
 /// Holds the certificates being served; `resolve` picks the one covering the client's SNI name.
 #[derive(Debug)]
-struct Resolver {
+pub struct Resolver {
     served: ArcSwap<Vec<Served>>,
 }
 
@@ -216,13 +238,25 @@ struct Served {
 
 impl Resolver {
     fn new(keys: Vec<Arc<CertifiedKey>>) -> Resolver {
-        Resolver {
-            served: ArcSwap::from_pointee(Served::all(keys)),
-        }
+        let resolver = Resolver {
+            served: ArcSwap::from_pointee(Vec::new()),
+        };
+        resolver.replace(keys);
+        resolver
     }
 
     fn replace(&self, keys: Vec<Arc<CertifiedKey>>) {
-        self.served.store(Arc::new(Served::all(keys)));
+        let served = Served::all(keys);
+        // What /metrics reports: when the certificate handshakes now get expires.
+        let not_after = served
+            .first()
+            .and_then(|s| s.key.cert.first())
+            .and_then(|der| Leaf::parse(der).ok())
+            .map(|leaf| leaf.not_after.unix_timestamp());
+        if let Some(t) = not_after {
+            crate::metrics::metrics().certificate_not_after.set(t);
+        }
+        self.served.store(Arc::new(served));
     }
 
     fn first(&self) -> Option<Arc<CertifiedKey>> {

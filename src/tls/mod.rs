@@ -9,7 +9,7 @@ pub mod install;
 pub mod mint;
 pub mod names;
 
-pub use acceptor::{setup, Renewal, TlsSetup};
+pub use acceptor::{reload, setup, Renewal, Resolver, TlsSetup};
 pub use files::ServerCert;
 pub use install::ca_install_hints;
 pub use mint::{generate_ca, issue_cert, Ca, CaOptions};

@@ -13,13 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use crate::body::Body;
-use crate::config::{Defaults, Timeouts, UpstreamCa, UpstreamUrl};
+use crate::config::{Defaults, UpstreamCa, UpstreamUrl};
 use crate::error::GatewayError;
 
 /// The one connection pool and its timeouts.
 pub struct Client {
     inner: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Body>,
-    response_headers: Duration,
 }
 
 /// What a failure is reported as: which upstream, and which of its servers.
@@ -30,9 +29,9 @@ pub struct Peer<'a> {
 }
 
 impl Client {
-    pub fn new(ca: Option<&UpstreamCa>, timeouts: &Timeouts) -> Client {
+    pub fn new(ca: Option<&UpstreamCa>, connect: Duration) -> Client {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.connect));
+        connector.set_connect_timeout(Some(connect));
         // Registry traffic is many small request/response pairs: Nagle would add a delay to
         // each one.
         connector.set_nodelay(true);
@@ -51,27 +50,13 @@ impl Client {
             .pool_idle_timeout(Defaults::POOL_IDLE)
             .pool_max_idle_per_host(Defaults::POOL_MAX_IDLE_PER_HOST)
             .build(connector);
-        Client {
-            inner,
-            response_headers: timeouts.response_headers,
-        }
+        Client { inner }
     }
 
-    /// Sends `req` (its URI already absolute, see `uri`). The response-header timeout runs from
-    /// the end of the request body (`body_done`), so a multi-GB upload is bounded by the stall
-    /// timeout while it flows, not by this one.
+    /// Sends `req` (its URI already absolute, see `uri`). The response-header timeout `within`
+    /// runs from the end of the request body (`body_done`), so a multi-GB upload is bounded by
+    /// the stall timeout while it flows, not by this one.
     pub async fn send(
-        &self,
-        peer: Peer<'_>,
-        req: Request<Body>,
-        body_done: Option<oneshot::Receiver<()>>,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        self.send_within(peer, req, body_done, self.response_headers)
-            .await
-    }
-
-    /// `send` with another response-header timeout (health probes use a short one).
-    pub async fn send_within(
         &self,
         peer: Peer<'_>,
         req: Request<Body>,

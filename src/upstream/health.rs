@@ -11,14 +11,18 @@ use http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::body::Body;
+use crate::metrics::{metrics, ServerLabels};
 
 use super::client::{self, Peer};
 use super::pool::Server;
 use super::Upstreams;
 
 pub struct Health {
-    /// False for a lone server: never taken out, never probed.
+    /// False for a lone server: never taken out.
     gated: bool,
+    /// Probed and followed: every gated server, and every server when `/readyz` needs to know.
+    tracked: bool,
+    labels: ServerLabels,
     fails: AtomicU32,
     down: AtomicBool,
     /// The last failure, for the 502 a client gets when every server is down.
@@ -26,9 +30,16 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(gated: bool) -> Health {
+    pub fn new(gated: bool, tracked: bool, upstream: &str, server: &str) -> Health {
+        let labels = ServerLabels {
+            upstream: upstream.to_string(),
+            server: server.to_string(),
+        };
+        metrics().server_up.get_or_create(&labels).set(1);
         Health {
             gated,
+            tracked: tracked || gated,
+            labels,
             fails: AtomicU32::new(0),
             down: AtomicBool::new(false),
             last: Mutex::new(String::new()),
@@ -39,8 +50,18 @@ impl Health {
         self.gated
     }
 
+    pub fn tracked(&self) -> bool {
+        self.tracked
+    }
+
+    /// Whether requests may go to it: a lone server always may.
     pub fn is_up(&self) -> bool {
         !self.gated || !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Whether probes and requests find it healthy (for `/readyz`).
+    pub fn healthy(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
     }
 
     pub fn last_failure(&self) -> String {
@@ -49,20 +70,21 @@ impl Health {
 
     /// A real request or a probe got an answer that is not a server failure.
     pub fn success(&self, upstream: &str, server: &str) {
-        if !self.gated {
+        if !self.tracked {
             return;
         }
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
         if self.down.swap(false, Ordering::Relaxed) {
+            metrics().server_up.get_or_create(&self.labels).set(1);
             tracing::info!(upstream, server, "upstream server is healthy again");
         }
     }
 
     /// A connect failure, a timeout or a 5xx. `threshold` consecutive ones take it out.
     pub fn failure(&self, upstream: &str, server: &str, threshold: u32, cause: &str) {
-        if !self.gated {
+        if !self.tracked {
             return;
         }
         if let Ok(mut last) = self.last.lock() {
@@ -70,6 +92,7 @@ impl Health {
         }
         let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= threshold && !self.down.swap(true, Ordering::Relaxed) {
+            metrics().server_up.get_or_create(&self.labels).set(0);
             tracing::warn!(
                 upstream,
                 server,
@@ -87,7 +110,7 @@ pub fn spawn_probes(ups: &Arc<Upstreams>) -> Vec<tokio::task::JoinHandle<()>> {
     for (u, up) in ups.all().enumerate() {
         for (m, member) in up.members.iter().enumerate() {
             for (s, server) in member.servers.iter().enumerate() {
-                if !server.health.gated() {
+                if !server.health.tracked() {
                     continue;
                 }
                 let ups = ups.clone();
@@ -124,7 +147,7 @@ async fn probe(ups: &Upstreams, upstream: &'static str, server: &Server, within:
         url: &server.url,
     };
     let within = within.max(Duration::from_secs(1));
-    match ups.client.send_within(peer, req, None, within).await {
+    match ups.client.send(peer, req, None, within).await {
         Ok(resp)
             if resp.status() == StatusCode::OK || resp.status() == StatusCode::UNAUTHORIZED =>
         {

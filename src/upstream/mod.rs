@@ -12,6 +12,8 @@ mod group;
 mod health;
 mod pool;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -24,18 +26,20 @@ use crate::config::{self, Target, UpstreamUrl};
 use crate::error::GatewayError;
 use crate::route::Reason;
 
-pub use client::uri;
-pub use health::spawn_probes;
+pub use client::{uri, Client};
+pub use health::{spawn_probes, Health};
 pub use pool::{Pool, Server};
 
-use client::{Client, Peer};
+use client::Peer;
 
 /// The query parameter that pins an upload session to the server of a pool that created it.
 /// dockgate adds it to the upload `Location` and strips it before forwarding.
 pub const PIN_PARAM: &str = "_dockgate_server";
 
 pub struct Upstreams {
-    client: Client,
+    /// Shared with the configuration a reload replaces, when the connect settings are the same.
+    client: Arc<Client>,
+    response_headers: std::time::Duration,
     /// Indexed by `Target::index`.
     by_target: [Option<Upstream>; Target::ALL.len()],
     /// Every server's URL, for rewriting response headers that point at any of them.
@@ -78,7 +82,15 @@ pub enum ReplyBody {
 }
 
 impl Upstreams {
-    pub fn new(cfg: &config::Config) -> Upstreams {
+    /// Builds the upstreams of `cfg` on `client`. Servers that `previous` (the configuration a
+    /// reload replaces) also had keep their health; `track_all` follows lone servers too, for
+    /// `/readyz`.
+    pub fn new(
+        cfg: &config::Config,
+        client: Arc<Client>,
+        previous: Option<&Upstreams>,
+        track_all: bool,
+    ) -> Upstreams {
         let ups = &cfg.upstreams;
         let mut by_target: [Option<Upstream>; Target::ALL.len()] = Default::default();
         let mut urls = Vec::new();
@@ -92,7 +104,21 @@ impl Upstreams {
                     Pool::new(
                         servers
                             .iter()
-                            .map(|u| Server::new(u.clone(), gated))
+                            .map(|u| {
+                                let kept =
+                                    previous.and_then(|p| p.health_of(target, u)).filter(|h| {
+                                        h.gated() == gated && h.tracked() == (gated || track_all)
+                                    });
+                                let health = kept.unwrap_or_else(|| {
+                                    Arc::new(Health::new(
+                                        gated,
+                                        track_all,
+                                        target.as_str(),
+                                        &u.to_string(),
+                                    ))
+                                });
+                                Server::new(u.clone(), health)
+                            })
                             .collect(),
                     )
                 })
@@ -104,7 +130,8 @@ impl Upstreams {
             });
         }
         Upstreams {
-            client: Client::new(ups.ca.as_ref(), &cfg.timeouts),
+            client,
+            response_headers: cfg.timeouts.response_headers,
             by_target,
             urls,
             health: cfg.health.clone(),
@@ -119,6 +146,25 @@ impl Upstreams {
             .as_ref()
             .or(self.by_target[Target::Get.index()].as_ref())
             .expect("get always has an upstream (it has a default)")
+    }
+
+    fn health_of(&self, target: Target, url: &UpstreamUrl) -> Option<Arc<Health>> {
+        let up = self.by_target[target.index()].as_ref()?;
+        up.members
+            .iter()
+            .flat_map(|m| m.servers.iter())
+            .find(|s| s.url == *url)
+            .map(|s| s.health.clone())
+    }
+
+    /// Every target has a server that probes and requests find healthy (for `/readyz`).
+    pub fn ready(&self) -> bool {
+        self.all().all(|up| {
+            up.members
+                .iter()
+                .flat_map(|m| m.servers.iter())
+                .any(|s| s.health.healthy())
+        })
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Upstream> {
@@ -211,7 +257,10 @@ impl Upstreams {
             upstream: up.name,
             url: &server.url,
         };
-        let result = self.client.send(peer, req, out.body_done).await;
+        let result = self
+            .client
+            .send(peer, req, out.body_done, self.response_headers)
+            .await;
         let health = &server.health;
         if health.gated() {
             let origin = server.url.to_string();

@@ -2,6 +2,7 @@
 //! over the healthy ones; an upload session stays on the server that created it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::config::UpstreamUrl;
 
@@ -13,15 +14,17 @@ pub struct Server {
     /// Stable across restarts and replicas (a hash of the URL), so an upload `Location` that
     /// names it still finds it behind another dockgate replica with the same config.
     pub id: String,
-    pub health: Health,
+    /// Shared with the server of the same URL in the configuration a reload replaces, so its
+    /// health survives the reload.
+    pub health: Arc<Health>,
 }
 
 impl Server {
-    pub fn new(url: UpstreamUrl, gated: bool) -> Server {
+    pub fn new(url: UpstreamUrl, health: Arc<Health>) -> Server {
         Server {
             id: server_id(&url),
             url,
-            health: Health::new(gated),
+            health,
         }
     }
 }

@@ -1,0 +1,190 @@
+//! What `/metrics` exposes, in the Prometheus text format (prometheus-client). Each request's
+//! outcome is counted where its access-log line is written, so the two always agree.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub upstream: &'static str,
+    pub method: &'static str,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub upstream: String,
+    pub server: String,
+}
+
+type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Histograms,
+    pub first_byte: Histograms,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connections: Gauge,
+    pub handshakes: Family<ResultLabels, Counter>,
+    pub server_up: Family<ServerLabels, Gauge>,
+    pub backfill_copies: Family<ResultLabels, Counter>,
+    pub backfill_bytes: Counter,
+    pub certificate_not_after: Gauge,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub last_reload_ok: Gauge,
+}
+
+/// 1 ms to ~65 s: a manifest HEAD to a multi-GB layer.
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dockgate");
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency),
+            first_byte: Family::new_with_constructor(latency),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            connections: Gauge::default(),
+            handshakes: Family::default(),
+            server_up: Family::default(),
+            backfill_copies: Family::default(),
+            backfill_bytes: Counter::default(),
+            certificate_not_after: Gauge::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "requests",
+            "Requests answered, by routing row, upstream, method and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "From the request's arrival to the end of its response body",
+            m.duration.clone(),
+        );
+        r.register(
+            "time_to_first_byte_seconds",
+            "From the request's arrival to its response headers",
+            m.first_byte.clone(),
+        );
+        r.register(
+            "received_bytes",
+            "Request body bytes read from clients",
+            m.bytes_in.clone(),
+        );
+        r.register(
+            "sent_bytes",
+            "Response body bytes sent to clients",
+            m.bytes_out.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections open now",
+            m.connections.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "TLS handshakes, by result (ok, failed, timeout)",
+            m.handshakes.clone(),
+        );
+        r.register(
+            "upstream_server_up",
+            "1 when the upstream server is healthy (probes and real requests)",
+            m.server_up.clone(),
+        );
+        r.register(
+            "backfill_copies",
+            "Blobs copied from get into put, by result",
+            m.backfill_copies.clone(),
+        );
+        r.register(
+            "backfill_bytes",
+            "Bytes copied from get into put",
+            m.backfill_bytes.clone(),
+        );
+        r.register(
+            "certificate_not_after_seconds",
+            "Expiry of the served certificate, Unix time",
+            m.certificate_not_after.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "1 when the last reload succeeded (or none was asked for)",
+            m.last_reload_ok.clone(),
+        );
+        m.last_reload_ok.set(1);
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition `/metrics` serves.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// `2xx`, `4xx`, ...: a label with five values rather than one per status.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Registry methods by name; anything else is refused before it is counted twice.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
