@@ -159,16 +159,20 @@ pub enum Target {
     Put,
     Get,
     Web,
+    /// A token service on its own origin (GitLab, docker_auth, a Harbor behind another name):
+    /// its path is served on the public host:port, so clients need only that one.
+    Token,
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::Put, Target::Get, Target::Web];
+    pub const ALL: [Target; 4] = [Target::Put, Target::Get, Target::Web, Target::Token];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Target::Put => "put",
             Target::Get => "get",
             Target::Web => "web",
+            Target::Token => "token",
         }
     }
 
@@ -386,10 +390,20 @@ impl Config {
         Ok(())
     }
 
+    /// True when clients reach the gateway by names the config does not give: a wildcard
+    /// listen address and no `hostnames`.
+    pub fn names_unknown(&self) -> bool {
+        self.hostnames.is_empty() && self.listen.iter().any(|a| a.ip().is_unspecified())
+    }
+
     /// The names a minted server certificate must cover: the public hostnames, the specific
-    /// listen addresses, and the loopback names docker on the gateway's own host uses.
+    /// listen addresses, the loopback names docker on the gateway's own host uses, and, when
+    /// no hostname is given for a wildcard listener, the machine's own name and addresses.
     pub fn certificate_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.hostnames.clone();
+        if self.names_unknown() {
+            names.extend(crate::tls::machine::names());
+        }
         for addr in &self.listen {
             if !addr.ip().is_unspecified() {
                 names.push(addr.ip().to_string());

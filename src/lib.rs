@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod live;
 pub mod metrics;
+pub mod nginx;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
@@ -53,7 +54,15 @@ pub async fn serve(
     overrides: Overrides,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let tls = tls::setup(&config.tls, &config.certificate_names())?;
+    let names = config.certificate_names();
+    if config.names_unknown() && matches!(config.tls, config::Tls::Minted { .. }) {
+        tracing::warn!(
+            names = ?names,
+            "no hostnames configured: the certificate covers this machine's name and addresses; \
+             add the name clients use with --hostname NAME (or hostnames = [...])"
+        );
+    }
+    let tls = tls::setup(&config.tls, &names)?;
     let bind_error = |addrs: String| {
         move |source| ServeError::Bind {
             addr: addrs,

@@ -46,6 +46,8 @@ pub struct Proxy {
     fallback_host: Option<String>,
     policy: Policy,
     underscore_headers: bool,
+    /// `upstreams.token`'s path, routed to the token service.
+    token_path: Option<String>,
     /// `max_requests_in_flight`; `None`: no limit.
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -69,6 +71,11 @@ impl Proxy {
                 },
             },
             underscore_headers: config.limits.underscore_headers,
+            token_path: config
+                .upstreams
+                .spec(crate::config::Target::Token)
+                .and_then(|s| s.servers().next())
+                .map(|u| u.base_path.clone()),
             in_flight: (config.limits.max_requests_in_flight > 0).then(|| {
                 Arc::new(tokio::sync::Semaphore::new(
                     config.limits.max_requests_in_flight,
@@ -151,7 +158,11 @@ impl Proxy {
         }
         log.path = path.to_string();
         let public = self.public_authority(&parts, conn)?;
-        let route = route::route(&parts.method, &path, &self.rules, self.upstreams.has_web());
+        let configured = route::Configured {
+            web: self.upstreams.has_web(),
+            token_path: self.token_path.as_deref(),
+        };
+        let route = route::route(&parts.method, &path, &self.rules, configured);
         let up = self.upstreams.pick(route.target);
         log.reason = route.reason.as_str();
         log.upstream = up.name;

@@ -18,6 +18,8 @@ pub struct Route {
 pub enum Reason {
     /// The user's rule at this index (0-based) in the config.
     UserRule(usize),
+    /// The token service's path (`upstreams.token`): the realm clients were sent to.
+    Token,
     /// Not a registry path, and a web upstream (the Nexus UI and REST API) is configured.
     Web,
     /// `/v1/search`: only the hosted repository answers searches.
@@ -51,6 +53,7 @@ impl Reason {
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::UserRule(_) => "rule",
+            Reason::Token => "token",
             Reason::Web => "web",
             Reason::Search => "search",
             Reason::Write => "write",
@@ -66,8 +69,17 @@ impl Reason {
     }
 }
 
+/// What `route` needs to know of the configured upstreams.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Configured<'a> {
+    /// `upstreams.web` is set.
+    pub web: bool,
+    /// `upstreams.token`'s path (e.g. `/auth`), when set.
+    pub token_path: Option<&'a str>,
+}
+
 /// Decides the upstream. `path` must already be normalised (see `normalize`).
-pub fn route(method: &Method, path: &str, rules: &[Rule], has_web: bool) -> Route {
+pub fn route(method: &Method, path: &str, rules: &[Rule], configured: Configured<'_>) -> Route {
     for (i, rule) in rules.iter().enumerate() {
         if (rule.methods.is_empty() || rule.methods.contains(method)) && rule.path.is_match(path) {
             return Route {
@@ -82,7 +94,9 @@ pub fn route(method: &Method, path: &str, rules: &[Rule], has_web: bool) -> Rout
         *method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let (target, reason) = if !v1 && !v2 && has_web {
+    let (target, reason) = if configured.token_path.is_some_and(|t| under(path, t)) {
+        (Target::Token, Reason::Token)
+    } else if !v1 && !v2 && configured.web {
         (Target::Web, Reason::Web)
     } else if v1 && under(path, "/v1/search") {
         (Target::Put, Reason::Search)
@@ -390,13 +404,36 @@ mod tests {
         ];
         for (method, path, web, target, reason) in rows {
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            let r = route(&m, path, &[], web);
+            let r = route(&m, path, &[], with_web(web));
             assert_eq!(
                 (r.target, r.reason),
                 (target, reason),
                 "{method} {path} web={web}"
             );
         }
+    }
+
+    fn with_web(web: bool) -> Configured<'static> {
+        Configured {
+            web,
+            token_path: None,
+        }
+    }
+
+    #[test]
+    fn the_token_path_goes_to_the_token_service_before_web() {
+        let c = Configured {
+            web: true,
+            token_path: Some("/auth"),
+        };
+        let r = route(&Method::GET, "/auth", &[], c);
+        assert_eq!((r.target, r.reason), (Target::Token, Reason::Token));
+        let r = route(&Method::GET, "/auth/token", &[], c);
+        assert_eq!(r.target, Target::Token);
+        let r = route(&Method::GET, "/authx", &[], c);
+        assert_eq!((r.target, r.reason), (Target::Web, Reason::Web));
+        let r = route(&Method::GET, "/v2/", &[], c);
+        assert_eq!(r.target, Target::Get);
     }
 
     #[test]
@@ -416,9 +453,9 @@ mod tests {
             },
         ];
         let blob = format!("/v2/x/blobs/{D}");
-        let r = route(&Method::HEAD, &blob, &rules, false);
+        let r = route(&Method::HEAD, &blob, &rules, Configured::default());
         assert_eq!((r.target, r.reason), (Target::Get, Reason::UserRule(0)));
-        let r = route(&Method::GET, "/other", &rules, false);
+        let r = route(&Method::GET, "/other", &rules, Configured::default());
         assert_eq!((r.target, r.reason), (Target::Put, Reason::UserRule(1)));
     }
 
@@ -456,8 +493,14 @@ mod tests {
         // The seed's nginx matched `~ '/search'` as a substring; a segment match cannot be
         // steered by a repository name, and `..` cannot smuggle a search to the put side.
         let p = normalize("/v2/library/x/../../../v1/search").unwrap();
-        assert_eq!(route(&Method::GET, &p, &[], false).target, Target::Put);
+        assert_eq!(
+            route(&Method::GET, &p, &[], Configured::default()).target,
+            Target::Put
+        );
         let p = normalize("/v2/search/manifests/latest").unwrap();
-        assert_eq!(route(&Method::GET, &p, &[], false).target, Target::Get);
+        assert_eq!(
+            route(&Method::GET, &p, &[], Configured::default()).target,
+            Target::Get
+        );
     }
 }

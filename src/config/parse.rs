@@ -60,6 +60,7 @@ struct RawUpstreams {
     put: Option<Spanned<RawUpstream>>,
     get: Option<Spanned<RawUpstream>>,
     web: Option<Spanned<RawUpstream>>,
+    token: Option<Spanned<RawUpstream>>,
     ca: Option<Spanned<String>>,
 }
 
@@ -69,6 +70,7 @@ impl RawUpstreams {
             Target::Put => self.put.as_ref(),
             Target::Get => self.get.as_ref(),
             Target::Web => self.web.as_ref(),
+            Target::Token => self.token.as_ref(),
         }
     }
 }
@@ -227,7 +229,7 @@ impl Ctx<'_> {
             let default = match target {
                 Target::Put => Some(Defaults::PUT),
                 Target::Get => Some(Defaults::GET),
-                Target::Web => None,
+                Target::Web | Target::Token => None,
             };
             let spec = match ups.get(target) {
                 Some(raw) => Some(self.check_upstream(target, raw)?),
@@ -517,6 +519,13 @@ impl Ctx<'_> {
                 format!("not a valid regular expression: {e}"),
             )
         })?;
+        if *raw.upstream.get_ref() == Target::Token {
+            return Err(self.err(
+                &raw.upstream,
+                "rules.upstream",
+                "the token service gets its own path (upstreams.token); rules name put, get or web",
+            ));
+        }
         if *raw.upstream.get_ref() == Target::Web && !has_web {
             return Err(self.err(
                 &raw.upstream,

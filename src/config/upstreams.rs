@@ -179,7 +179,29 @@ impl Ctx<'_> {
         } else {
             Level::Single
         };
-        self.check_value(raw, &key, level)
+        let spec = self.check_value(raw, &key, level)?;
+        if target == Target::Token {
+            for url in spec.servers() {
+                let path = url.base_path.as_str();
+                if path.is_empty()
+                    || path == "/v2"
+                    || path.starts_with("/v2/")
+                    || path == "/v1"
+                    || path.starts_with("/v1/")
+                {
+                    return Err(self.err(
+                        raw,
+                        &key,
+                        format!(
+                            "{url}: give the token service's own path, outside /v1 and /v2 \
+                             (e.g. \"http://auth:5001/auth\"): requests to that path on the \
+                             public host:port go to it, and its realm is rewritten to it"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(spec)
     }
 
     fn check_value(

@@ -6,6 +6,7 @@
 pub mod acceptor;
 pub mod files;
 pub mod install;
+pub mod machine;
 pub mod mint;
 pub mod names;
 

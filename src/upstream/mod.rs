@@ -105,6 +105,16 @@ impl Upstreams {
                         servers
                             .iter()
                             .map(|u| {
+                                // The token service is reached at the path clients were given
+                                // (its realm's path), so nothing is put in front of it.
+                                let u = &if target == Target::Token {
+                                    UpstreamUrl {
+                                        base_path: String::new(),
+                                        ..u.clone()
+                                    }
+                                } else {
+                                    u.clone()
+                                };
                                 let kept =
                                     previous.and_then(|p| p.health_of(target, u)).filter(|h| {
                                         h.gated() == gated && h.tracked() == (gated || track_all)
@@ -123,7 +133,13 @@ impl Upstreams {
                     )
                 })
                 .collect();
-            urls.extend(spec.servers().cloned());
+            urls.extend(spec.servers().map(|u| match target {
+                Target::Token => UpstreamUrl {
+                    base_path: String::new(),
+                    ..u.clone()
+                },
+                _ => u.clone(),
+            }));
             by_target[target.index()] = Some(Upstream {
                 name: target.as_str(),
                 members,
