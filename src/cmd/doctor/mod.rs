@@ -11,6 +11,7 @@ mod reach;
 mod realm;
 
 use std::fmt;
+use std::io::Write;
 
 use crate::config::{Config, Target, UpstreamUrl};
 
@@ -41,26 +42,31 @@ pub fn run(config: &Config, image: Option<&str>) -> bool {
 /// it do its upstream's job (put takes uploads, get serves reads).
 async fn upstreams(config: &Config, image: Option<&str>, report: &mut Report) {
     let probe = Probe::new(config);
-    let origins: Vec<&UpstreamUrl> = config.upstreams.iter().flat_map(|(_, s)| s.servers()).collect();
+    let origins: Vec<&UpstreamUrl> = config
+        .upstreams
+        .iter()
+        .flat_map(|(_, s)| s.servers())
+        .collect();
     for (target, spec) in config.upstreams.iter() {
         for url in spec.servers() {
             let subject = format!("{} {url}", target.as_str());
-            if target == Target::Web {
-                reach::web(&probe, report, &subject, url).await;
-                continue;
-            }
-            let Some(v2) = reach::v2(&probe, report, &subject, url).await else {
-                continue;
-            };
-            reach::auth(report, &subject, &v2, &origins);
             match target {
                 Target::Put => {
-                    if put::writable(&probe, report, &subject, url).await {
+                    if reach::registry(&probe, report, &subject, url, &origins).await
+                        && put::writable(&probe, report, &subject, url).await
+                    {
                         put::forwarded_host(&probe, report, &subject, url, &config.headers).await;
                     }
                 }
-                Target::Get => get::reads(&probe, report, &subject, url).await,
-                Target::Web => {}
+                Target::Get => {
+                    if reach::registry(&probe, report, &subject, url, &origins).await {
+                        get::reads(&probe, report, &subject, url).await;
+                    }
+                }
+                // Not registries: the Nexus UI, a token service. Answering is their whole check.
+                Target::Web | Target::Token => {
+                    reach::answers(&probe, report, &subject, target, url).await
+                }
             }
         }
         if let (Target::Get, Some(image)) = (target, image) {
@@ -79,7 +85,8 @@ pub enum Level {
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`, not `write_str`, so that `{:<4}` lines the verdicts up.
+        f.pad(match self {
             Level::Ok => "ok",
             Level::Warn => "warn",
             Level::Fail => "FAIL",
@@ -109,7 +116,12 @@ impl Verdict {
         }
     }
 
-    pub fn warn(subject: &str, check: &'static str, seen: String, fix: impl Into<String>) -> Verdict {
+    pub fn warn(
+        subject: &str,
+        check: &'static str,
+        seen: String,
+        fix: impl Into<String>,
+    ) -> Verdict {
         Verdict {
             level: Level::Warn,
             fix: Some(fix.into()),
@@ -117,7 +129,12 @@ impl Verdict {
         }
     }
 
-    pub fn fail(subject: &str, check: &'static str, seen: String, fix: impl Into<String>) -> Verdict {
+    pub fn fail(
+        subject: &str,
+        check: &'static str,
+        seen: String,
+        fix: impl Into<String>,
+    ) -> Verdict {
         Verdict {
             level: Level::Fail,
             fix: Some(fix.into()),
@@ -128,7 +145,11 @@ impl Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<4} {} {}: {}", self.level, self.subject, self.check, self.seen)?;
+        write!(
+            f,
+            "{:<4} {} {}: {}",
+            self.level, self.subject, self.check, self.seen
+        )?;
         match &self.fix {
             Some(fix) => write!(f, "; fix: {fix}"),
             None => Ok(()),
@@ -144,14 +165,18 @@ pub struct Report {
 
 impl Report {
     pub fn add(&mut self, verdict: Verdict) {
-        println!("{verdict}");
+        // A reader gone (`doctor | head`) is no reason to stop checking or to panic.
+        let _ = writeln!(std::io::stdout(), "{verdict}");
         self.counts[verdict.level as usize] += 1;
     }
 
     /// Prints the totals; true when nothing failed.
     fn summary(&self) -> bool {
         let [ok, warn, fail] = self.counts;
-        println!("doctor: {ok} ok, {warn} warn, {fail} FAIL");
+        let _ = writeln!(
+            std::io::stdout(),
+            "doctor: {ok} ok, {warn} warn, {fail} FAIL"
+        );
         fail == 0
     }
 }

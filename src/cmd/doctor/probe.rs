@@ -91,7 +91,8 @@ impl Probe {
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
         for (name, value) in headers {
-            let name = HeaderName::try_from(*name).map_err(|e| Unreachable::Other(e.to_string()))?;
+            let name =
+                HeaderName::try_from(*name).map_err(|e| Unreachable::Other(e.to_string()))?;
             let value =
                 HeaderValue::try_from(*value).map_err(|e| Unreachable::Other(e.to_string()))?;
             req.headers_mut().insert(name, value);
@@ -103,7 +104,11 @@ impl Probe {
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| classify(e, self.connect))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| classify(e, self.connect))?;
             let (parts, mut body) = resp.into_parts();
             let mut buf = BytesMut::new();
             while buf.len() < BODY_BYTES {
@@ -140,7 +145,9 @@ impl Answer {
             .header(header::CONTENT_TYPE)
             .is_some_and(|t| t.to_ascii_lowercase().contains("html"));
         let start: Vec<u8> = self.body.iter().take(64).copied().collect();
-        let start = String::from_utf8_lossy(&start).trim_start().to_ascii_lowercase();
+        let start = String::from_utf8_lossy(&start)
+            .trim_start()
+            .to_ascii_lowercase();
         typed || start.starts_with("<!doctype html") || start.starts_with("<html")
     }
 
@@ -164,7 +171,7 @@ pub fn on_server(url: &UpstreamUrl, path_and_query: &str) -> Result<Uri, Unreach
         .map_err(|e| Unreachable::Other(format!("cannot build the URL: {e}")))
 }
 
-/// Sorts a client error by its causes; an `io::Error` may wrap the rustls error it came from.
+/// Sorts a client error by its causes.
 fn classify(err: hyper_util::client::legacy::Error, connect: Duration) -> Unreachable {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = err.source();
     let mut last = err.to_string();
@@ -173,21 +180,23 @@ fn classify(err: hyper_util::client::legacy::Error, connect: Duration) -> Unreac
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Unreachable::Tls(tls.to_string());
         }
+        if last.starts_with("dns error") {
+            let detail = e.source().map_or(last.clone(), |s| s.to_string());
+            return Unreachable::Resolve(detail);
+        }
+        cause = e.source();
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Unreachable::Tls(tls.to_string());
-            }
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => return Unreachable::Refused,
                 std::io::ErrorKind::TimedOut => return Unreachable::Timeout(connect),
                 _ => {}
             }
+            // An `io::Error`'s `source()` skips the error it wraps, and hyper-rustls wraps the
+            // rustls error in two of them.
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
+            }
         }
-        if e.to_string().starts_with("dns error") {
-            let detail = e.source().map(|s| s.to_string()).unwrap_or(last.clone());
-            return Unreachable::Resolve(detail);
-        }
-        cause = e.source();
     }
     Unreachable::Other(last)
 }
