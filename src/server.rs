@@ -282,7 +282,17 @@ async fn serve_connection(
     // The handshake state and the HTTP/2 connection are boxed so that the task itself, which an
     // idle HTTP/1.1 keep-alive connection holds for its lifetime, is only as large as the
     // HTTP/1.1 path needs (measured with bench/ workload 6).
-    let handshake = Box::pin(shared.acceptor.accept(stream));
+    let acceptor = shared.acceptor.clone();
+    let handshake = Box::pin(async move {
+        // A TLS record starts with 0x16; a letter means plain HTTP sent to the TLS port, which
+        // gets a readable answer (as nginx gives) instead of a TLS alert it cannot print.
+        let mut first = [0u8; 1];
+        if matches!(stream.peek(&mut first).await, Ok(1)) && first[0].is_ascii_uppercase() {
+            plain_http_answer(stream).await;
+            return Err(std::io::Error::other("plain HTTP on the TLS port"));
+        }
+        acceptor.accept(stream).await
+    });
     let handshakes = |result| {
         metrics()
             .handshakes
@@ -342,6 +352,33 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(client = %info.remote, error = %e, "connection ended with an error");
     }
+}
+
+/// Answers a plain-HTTP request on the TLS port with a 400 that says what to do, in the
+/// registry error format docker and containerd print.
+async fn plain_http_answer(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Read the request head first: closing with it unread would reset the connection before
+    // the client reads the answer.
+    let mut head = [0u8; 8192];
+    let mut len = 0;
+    let read_head = async {
+        while len < head.len() && !head[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut head[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read_head).await;
+    let body = "{\"errors\":[{\"code\":\"UNSUPPORTED\",\"message\":\"this port speaks HTTPS: use https:// (and trust dockgate's ca.crt)\"}]}";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 /// Drives a connection to its end; on shutdown, or when it has served its share of requests,

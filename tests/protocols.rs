@@ -226,3 +226,29 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
         "closed too early: {waited:?}"
     );
 }
+
+/// containerd falls back to plain HTTP when TLS fails; the TLS port then answers a readable 400
+/// (as nginx does) instead of a TLS alert that the client prints as a malformed response.
+#[test]
+fn plain_http_to_the_tls_port_gets_a_readable_400() {
+    use std::io::{Read, Write};
+    let hosted = Registry::start();
+    let gateway = Gateway::builder()
+        .put(&hosted.url())
+        .get(&hosted.url())
+        .start();
+    let mut conn = std::net::TcpStream::connect(gateway.addr()).expect("connect");
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let request = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: {}\r\nUser-Agent: containerd\r\n\r\n",
+        gateway.addr()
+    );
+    conn.write_all(request.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert!(answer.contains("use https://"), "{answer:?}");
+    let ok = gateway.get("/v2/");
+    assert_eq!(ok.status, 200, "TLS clients are still served");
+}

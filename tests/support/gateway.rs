@@ -30,12 +30,23 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     /// Ready as soon as the port accepts connections, for upstreams that never answer.
     listening_is_ready: bool,
+    /// More `listen` addresses after the first (e.g. one on `[::1]`).
+    also_listen: Vec<SocketAddr>,
+    /// `[admin] listen`, on a free loopback port chosen by `admin()`.
+    admin: Option<SocketAddr>,
+    /// Environment variables for `dockgate serve` (e.g. `NOTIFY_SOCKET`).
+    env: Vec<(String, String)>,
+    /// The CA that signs a certificate of the test's own (`[tls] cert`), for the readiness probe
+    /// and the clients.
+    trusted_ca: Option<PathBuf>,
 }
 
 /// One running `dockgate serve`, terminated (SIGTERM, then SIGKILL) on drop.
 pub struct Gateway {
     dir: TempDir,
     addr: SocketAddr,
+    also_listen: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
     proc: Option<Proc>,
     ca_dir: PathBuf,
 }
@@ -64,6 +75,11 @@ impl Gateway {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `listen` addresses after the first, as `GatewayBuilder::listen_also` gave them.
+    pub fn other_addrs(&self) -> &[SocketAddr] {
+        &self.also_listen
     }
 
     /// `127.0.0.1:PORT`, as docker and skopeo name the registry.
@@ -101,6 +117,16 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.proc.as_ref().expect("gateway is stopped").pid()
+    }
+
+    /// The `[admin] listen` address `GatewayBuilder::admin` chose.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the gateway was built with .admin()")
+    }
+
+    /// `GET path` on the admin listener (plain HTTP), blocking.
+    pub fn admin_get(&self, path: &str) -> Reply {
+        plain_request("GET", &format!("http://{}{path}", self.admin_addr()))
     }
 
     /// Everything the gateway wrote to stderr so far.
@@ -274,6 +300,32 @@ impl GatewayBuilder {
         self
     }
 
+    /// Listen on `addr` as well (`listen = [first, addr]`); the gateway is still reached and
+    /// probed at the first.
+    pub fn listen_also(mut self, addr: SocketAddr) -> Self {
+        self.also_listen.push(addr);
+        self
+    }
+
+    /// `[admin] listen` on a free loopback port (`Gateway::admin_get` reaches it).
+    pub fn admin(mut self) -> Self {
+        self.admin = Some(free_addr());
+        self
+    }
+
+    /// An environment variable for `dockgate serve`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Trust `ca_crt` instead of a minted CA, for a `[tls] cert`/`key` of the test's own (given
+    /// with `toml`).
+    pub fn trusting(mut self, ca_crt: &Path) -> Self {
+        self.trusted_ca = Some(ca_crt.to_path_buf());
+        self
+    }
+
     /// An extra command-line argument for `dockgate serve`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());
@@ -282,7 +334,11 @@ impl GatewayBuilder {
 
     /// The config file this builder writes, with `addr` and `certs` filled in.
     pub fn config_text(&self, addr: SocketAddr, certs: &Path) -> String {
-        let mut text = format!("listen = [\"{addr}\"]\n{}", self.toml);
+        let listen: Vec<String> = std::iter::once(addr)
+            .chain(self.also_listen.iter().copied())
+            .map(|a| a.to_string())
+            .collect();
+        let mut text = format!("listen = {}\n{}", toml_list(&listen), self.toml);
         if !self.upstreams.is_empty() {
             text.push_str("\n[upstreams]\n");
             for (key, value) in &self.upstreams {
@@ -294,6 +350,9 @@ impl GatewayBuilder {
                 "\n[tls]\ndir = {:?}\n",
                 certs.display().to_string()
             ));
+        }
+        if let Some(admin) = self.admin {
+            text.push_str(&format!("\n[admin]\nlisten = \"{admin}\"\n"));
         }
         text.push_str(&self.rules);
         text
@@ -317,6 +376,10 @@ impl GatewayBuilder {
         let certs = dir.path().join("certs");
         let config = dir.path().join("dockgate.toml");
         std::fs::write(&config, self.config_text(addr, &certs)).expect("write dockgate.toml");
+        if let Some(ca) = &self.trusted_ca {
+            std::fs::create_dir_all(&certs).expect("create the certs dir");
+            std::fs::copy(ca, certs.join("ca.crt")).expect("copy the trusted ca.crt");
+        }
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockgate"));
         cmd.arg("serve")
@@ -324,6 +387,7 @@ impl GatewayBuilder {
             .arg(&config)
             .args(&self.args);
         cmd.env("RUST_BACKTRACE", "1");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn("dockgate", cmd, &dir.path().join("gateway.log"));
 
         let ca = certs.join("ca.crt");
@@ -350,6 +414,8 @@ impl GatewayBuilder {
         Gateway {
             dir,
             addr,
+            also_listen: self.also_listen,
+            admin: self.admin,
             proc: Some(proc),
             ca_dir,
         }

@@ -1,17 +1,23 @@
 //! Real parts on loopback for the integration tests: registries (alone, as replicas sharing
-//! storage, or as a Nexus-like hosted + cache + hub), an nginx group, skopeo, generated images
-//! and the gateway itself. Every child process is owned by one value and killed
-//! by PID when that value drops; every port comes from binding `127.0.0.1:0`; every wait has a
-//! deadline and panics with the child's log tail.
+//! storage, or as a Nexus-like hosted + cache + hub), an nginx group, skopeo, generated images,
+//! real registry clients (docker, ctr, podman, skopeo, ORAS) and the gateway itself. Every child
+//! process is owned by one value and killed by PID when that value drops; every port comes from
+//! binding `127.0.0.1:0` (or `[::1]:0`); every wait has a deadline and panics with the child's
+//! log tail.
 //!
 //! Each `tests/<behaviour>.rs` says `mod support;` and uses only what it needs.
 #![allow(dead_code, unused_imports)]
 
+mod clients;
 mod gateway;
 mod image;
 mod registry;
 mod skopeo;
 
+pub use clients::{
+    is_unauthorized, is_unknown_authority, Client, Containerd, Ctr, Docker, Oras, Podman, Site,
+    SkopeoUser, DOCKER_NAME, HUB_IMAGE,
+};
 pub use gateway::{
     https_client, on_own_runtime, plain_request, Gateway, GatewayBuilder, Http, Reply,
     MANIFEST_TYPES,

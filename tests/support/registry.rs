@@ -30,6 +30,9 @@ pub struct RegistryOptions {
     /// Listen here instead of on a free port of the kernel's choosing (for a realm or remote
     /// that must name the registry's own address before it starts).
     pub addr: Option<SocketAddr>,
+    /// `auth.htpasswd`: answer 401 with `WWW-Authenticate: Basic realm="..."` and accept only
+    /// this user and password (a bcrypt file made by `htpasswd -B`, from apache2-utils).
+    pub basic_auth: Option<(String, String)>,
 }
 
 /// One `docker-registry serve` on `127.0.0.1:<free port>`, storage in its own tempdir unless
@@ -176,7 +179,31 @@ fn config_yml(dir: &Path, addr: SocketAddr, options: &RegistryOptions) -> String
             bundle.display()
         ));
     }
+    if let Some((user, password)) = &options.basic_auth {
+        let file = dir.join("htpasswd");
+        std::fs::write(&file, htpasswd(user, password)).expect("write the htpasswd file");
+        yml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: dockgate-test\n    path: {}\n",
+            file.display()
+        ));
+    }
     yml
+}
+
+/// One `user:bcrypt-hash` line, as `htpasswd -Bbn` prints it (Distribution reads only bcrypt).
+fn htpasswd(user: &str, password: &str) -> String {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, password])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run htpasswd (apache2-utils; .ci/run installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "htpasswd -Bbn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string() + "\n"
 }
 
 /// A Nexus "group" composed from nginx: ask the hosted registry first and, on 404, the

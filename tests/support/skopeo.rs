@@ -150,6 +150,25 @@ impl Skopeo {
         super::sha256(out.expect_success().as_bytes())
     }
 
+    /// `skopeo login`: the credentials go to this user's own auth file (never
+    /// `/run/containers/0/auth.json`), which every later command of this user then reads.
+    /// `cert_dir` holds the registry's CA, as for a `Location::Tls`.
+    pub fn login(&self, registry: &str, cert_dir: &Path, user: &str, password: &str) -> Outcome {
+        self.run(&[
+            "login".to_string(),
+            format!("--authfile={}", self.auth_file().display()),
+            format!("--cert-dir={}", cert_dir.display()),
+            "--tls-verify=true".to_string(),
+            format!("--username={user}"),
+            format!("--password={password}"),
+            registry.to_string(),
+        ])
+    }
+
+    fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
+    }
+
     /// `skopeo list-tags`.
     pub fn list_tags(&self, image: &Location) -> Outcome {
         let mut args = vec!["list-tags".to_string()];
@@ -165,7 +184,12 @@ impl Skopeo {
         ];
         full.extend(args.iter().cloned());
         let command = format!("skopeo {}", full.join(" "));
-        let out: Output = isolated_skopeo(&full)
+        let mut cmd = isolated_skopeo(&full);
+        if self.auth_file().exists() {
+            // Only after a `login`: skopeo refuses a REGISTRY_AUTH_FILE that does not exist.
+            cmd.env("REGISTRY_AUTH_FILE", self.auth_file());
+        }
+        let out: Output = cmd
             .output()
             .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
         Outcome {
