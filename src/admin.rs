@@ -53,7 +53,11 @@ fn answer(req: &Request<Incoming>, live: &Live) -> Response<Full<Bytes>> {
             let mut resp = text(StatusCode::OK, metrics().encode());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                // prometheus-client writes OpenMetrics (`# EOF`, counters typed without
+                // `_total`); said otherwise, a scraper would read the counters as untyped.
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             resp
         }

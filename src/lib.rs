@@ -129,7 +129,11 @@ async fn reload_on_sighup(live: Arc<Live>) {
         }
     };
     while hup.recv().await.is_some() {
-        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        // systemd's notify-reload wants the time the reload started beside RELOADING=1.
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => notify_systemd(&[sd_notify::NotifyState::Reloading, now]),
+            Err(_) => notify_systemd(&[sd_notify::NotifyState::Reloading]),
+        }
         match live.reload() {
             Ok(restart) => {
                 tracing::info!("configuration reloaded");

@@ -115,6 +115,12 @@ impl Live {
         for p in state.probes.drain(..) {
             p.abort();
         }
+        let kept = upstreams.server_labels();
+        for gone in state.upstreams.server_labels() {
+            if !kept.contains(&gone) {
+                metrics().server_up.remove(&gone);
+            }
+        }
         state.probes = upstream::spawn_probes(&upstreams);
         self.proxy
             .store(Arc::new(Proxy::new(&new, upstreams.clone())));

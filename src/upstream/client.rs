@@ -49,6 +49,9 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Defaults::POOL_IDLE)
             .pool_max_idle_per_host(Defaults::POOL_MAX_IDLE_PER_HOST)
+            // hyper queues up to this much of a request body before it pushes back on the
+            // client; ~400 KB by default, which 64 concurrent uploads pay 64 times over.
+            .http1_max_buf_size(Defaults::UPSTREAM_MAX_BUF)
             .build(connector);
         Client { inner }
     }

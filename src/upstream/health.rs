@@ -25,6 +25,9 @@ pub struct Health {
     labels: ServerLabels,
     fails: AtomicU32,
     down: AtomicBool,
+    /// A probe or a request has found it answering at least once: `/readyz` waits for that,
+    /// so a gateway whose upstream was never reachable does not start out ready.
+    seen: AtomicBool,
     /// The last failure, for the 502 a client gets when every server is down.
     last: Mutex<String>,
 }
@@ -35,13 +38,18 @@ impl Health {
             upstream: upstream.to_string(),
             server: server.to_string(),
         };
-        metrics().server_up.get_or_create(&labels).set(1);
+        let tracked = tracked || gated;
+        metrics()
+            .server_up
+            .get_or_create(&labels)
+            .set(i64::from(!tracked));
         Health {
             gated,
-            tracked: tracked || gated,
+            tracked,
             labels,
             fails: AtomicU32::new(0),
             down: AtomicBool::new(false),
+            seen: AtomicBool::new(false),
             last: Mutex::new(String::new()),
         }
     }
@@ -61,7 +69,12 @@ impl Health {
 
     /// Whether probes and requests find it healthy (for `/readyz`).
     pub fn healthy(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
+        self.seen.load(Ordering::Relaxed) && !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Its labels in `dockgate_upstream_server_up`.
+    pub fn labels(&self) -> &ServerLabels {
+        &self.labels
     }
 
     pub fn last_failure(&self) -> String {
@@ -75,6 +88,9 @@ impl Health {
         }
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
+        }
+        if !self.seen.swap(true, Ordering::Relaxed) {
+            metrics().server_up.get_or_create(&self.labels).set(1);
         }
         if self.down.swap(false, Ordering::Relaxed) {
             metrics().server_up.get_or_create(&self.labels).set(1);
@@ -116,11 +132,12 @@ pub fn spawn_probes(ups: &Arc<Upstreams>) -> Vec<tokio::task::JoinHandle<()>> {
                 let ups = ups.clone();
                 tasks.push(tokio::spawn(async move {
                     let interval = ups.health.interval;
+                    // The first probe goes out at once, so `/readyz` knows within one round trip.
                     loop {
-                        tokio::time::sleep(interval).await;
                         let Some(up) = ups.all().nth(u) else { return };
                         let server = &up.members[m].servers[s];
                         probe(&ups, up.name, server, interval).await;
+                        tokio::time::sleep(interval).await;
                     }
                 }));
             }

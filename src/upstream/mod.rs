@@ -173,6 +173,14 @@ impl Upstreams {
             .map(|s| s.health.clone())
     }
 
+    /// The metric labels of every server, to drop those a reload removed.
+    pub fn server_labels(&self) -> Vec<crate::metrics::ServerLabels> {
+        self.all()
+            .flat_map(|up| up.members.iter().flat_map(|m| m.servers.iter()))
+            .map(|s| s.health.labels().clone())
+            .collect()
+    }
+
     /// Every target has a server that probes and requests find healthy (for `/readyz`).
     pub fn ready(&self) -> bool {
         self.all().all(|up| {
