@@ -50,6 +50,9 @@ struct Stream {
     /// failed), keep reading it for this long so the client reads the answer instead of a
     /// reset, as nginx's `lingering_close` does.
     drain: Option<Duration>,
+    /// A request body's first frame, read before the upstream was chosen: a body that never
+    /// starts must not hold an upstream connection (and a file descriptor) while it waits.
+    first: Option<Frame<Bytes>>,
 }
 
 struct Verify {
@@ -90,8 +93,10 @@ impl Body {
 
     /// A client's request body on its way upstream; `drain` is how long an unfinished one is
     /// still read after it is dropped.
+    /// `first` is the body's first frame, already read (see `Proxy::forward`).
     pub fn request(
         inner: Incoming,
+        first: Option<Frame<Bytes>>,
         stall: Duration,
         counted: Arc<AtomicU64>,
         done: oneshot::Sender<()>,
@@ -100,6 +105,7 @@ impl Body {
         let mut body = Body::stream(inner, stall, Counter::Shared(counted), Some(done), None);
         if let Kind::Stream(s) = &mut body.kind {
             s.drain = Some(drain);
+            s.first = first;
         }
         body
     }
@@ -144,6 +150,7 @@ impl Body {
                 log,
                 verify: None,
                 drain: None,
+                first: None,
             }),
         }
     }
@@ -166,18 +173,35 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Stream(s) => s.inner.as_ref().is_none_or(Incoming::is_end_stream),
+            Kind::Stream(s) => {
+                s.first.is_none() && s.inner.as_ref().is_none_or(Incoming::is_end_stream)
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Stream(s) => s
-                .inner
-                .as_ref()
-                .map(Incoming::size_hint)
-                .unwrap_or_default(),
+            Kind::Stream(s) => {
+                let rest = s
+                    .inner
+                    .as_ref()
+                    .map(Incoming::size_hint)
+                    .unwrap_or_default();
+                // The frame already read counts: an HTTP/2 request without Content-Length is
+                // sized upstream from this hint.
+                let first = s
+                    .first
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + first);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + first);
+                }
+                hint
+            }
         }
     }
 }
@@ -197,6 +221,13 @@ impl Stream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(frame) = self.first.take() {
+            self.last = Instant::now();
+            if let (Some(data), Counter::Shared(c)) = (frame.data_ref(), &self.counted) {
+                c.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
         loop {
             let Some(inner) = self.inner.as_mut() else {
                 return Poll::Ready(None);

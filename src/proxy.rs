@@ -213,10 +213,29 @@ impl Proxy {
             }
             (Body::full(bytes), None)
         } else {
+            let mut incoming = incoming;
+            // HTTP/2: wait for the body to start before an upstream is chosen. One connection
+            // carries up to h2_max_concurrent_streams requests, and streams that send headers and
+            // then nothing would each hold an upstream socket: eight connections filled 1,024
+            // descriptors. (An HTTP/1.1 connection holds at most one, and connections are
+            // bounded by max_connections; there a client may also wait for an early answer
+            // before sending its body.)
+            let first = if parts.version == http::Version::HTTP_2 {
+                match tokio::time::timeout(self.stall, incoming.frame()).await {
+                    Err(_) => return Err(GatewayError::ClientBody(BodyError::Stalled(self.stall))),
+                    Ok(Some(Err(e))) => {
+                        return Err(GatewayError::ClientBody(BodyError::Transport(Arc::new(e))))
+                    }
+                    Ok(Some(Ok(frame))) => Some(frame),
+                    Ok(None) => None,
+                }
+            } else {
+                None
+            };
             let counted = Arc::new(AtomicU64::new(0));
             log.bytes_in = Some(counted.clone());
             let (tx, rx) = oneshot::channel();
-            let body = Body::request(incoming, self.stall, counted, tx, self.drain);
+            let body = Body::request(incoming, first, self.stall, counted, tx, self.drain);
             (body, Some(rx))
         };
         let query = parts.uri.query().map(str::to_string);
