@@ -100,7 +100,10 @@ impl Proxy {
                 }
             }
         }
-        match self.forward(req, conn, &mut log).await {
+        // Boxed: hyper keeps the allocation of a request's future for the life of its HTTP/1.1
+        // connection, so what `forward` needs while it runs (upstream retries, group fallback,
+        // backfill) is allocated per request instead of held by every idle connection.
+        match Box::pin(self.forward(req, conn, &mut log)).await {
             Ok(resp) => {
                 log.status = resp.status().as_u16();
                 crate::metrics::metrics()
@@ -189,7 +192,9 @@ impl Proxy {
         } else if let (Reason::ManifestPush, Some(bf)) = (route.reason, backfill) {
             // A manifest is small and must be read to know what it needs; what is forwarded
             // afterwards is exactly the bytes the client sent.
-            let bytes = self.read_manifest(&parts.headers, incoming).await?;
+            // The backfill paths are boxed: hyper keeps the request future's allocation for the
+            // life of an HTTP/1.1 connection, and these would make every idle one larger.
+            let bytes = Box::pin(self.read_manifest(&parts.headers, incoming)).await?;
             log.bytes_in = Some(Arc::new(AtomicU64::new(bytes.len() as u64)));
             let content_type = parts
                 .headers
@@ -198,7 +203,7 @@ impl Proxy {
             if let Ok(manifest) = Manifest::parse(content_type, &bytes) {
                 let repo = repository(&path, "/manifests/");
                 let creds = bf.credentials(&parts.headers);
-                match bf.complete(&creds, repo, &manifest).await {
+                match Box::pin(bf.complete(&creds, repo, &manifest)).await {
                     Ok(s) => log.backfill = Some(format!("copied={} bytes={}", s.copied, s.bytes)),
                     Err(f) if matches!(f.error, CopyError::Refused { .. }) => {
                         log.backfill = Some(format!("skipped: {}", f.error));
@@ -257,7 +262,7 @@ impl Proxy {
                     Some((digest, from)) => {
                         let repo = repository(&path, "/blobs/uploads/");
                         let (reply, copied) =
-                            bf.mount(reply, creds, repo, &digest, from.as_deref()).await;
+                            Box::pin(bf.mount(reply, creds, repo, &digest, from.as_deref())).await;
                         if copied {
                             log.backfill = Some("mounted from get".into());
                         }
@@ -271,7 +276,7 @@ impl Proxy {
                 {
                     let repo = repository(&path, "/blobs/");
                     let digest = path.rsplit('/').next().unwrap_or_default();
-                    match bf.blob_check(creds, repo, digest).await {
+                    match Box::pin(bf.blob_check(creds, repo, digest)).await {
                         Some(found) => {
                             log.backfill = Some("copied from get".into());
                             found

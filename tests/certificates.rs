@@ -372,3 +372,69 @@ fn files_in(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A first start on a wildcard address with no hostname: the minted certificate covers this
+/// machine's host name and a non-loopback address (as `hostname` and `hostname -I` report
+/// them, read independently of dockgate), and a WARN line names them and says how to add one.
+#[test]
+fn a_first_start_on_a_wildcard_address_covers_this_machines_name_and_addresses() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = tmp.path().join("certs");
+    let port = free_addr().port();
+    let log = tmp.path().join("gateway.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dockgate"));
+    cmd.args(["serve", "--listen", &format!("0.0.0.0:{port}")])
+        .args(["--certs", &certs.display().to_string()])
+        .args(["--put", "http://127.0.0.1:1", "--get", "http://127.0.0.1:1"]);
+    let mut gw = Proc::spawn("dockgate", cmd, &log);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+    gw.wait_until("the TLS port accepts", || TcpStream::connect(addr).is_ok());
+
+    let host = Command::new("hostname").output().expect("run hostname");
+    let host = String::from_utf8_lossy(&host.stdout)
+        .trim()
+        .to_ascii_lowercase();
+    let ips = Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("run hostname -I");
+    let ips: Vec<String> = String::from_utf8_lossy(&ips.stdout)
+        .split_whitespace()
+        // IPv4: openssl prints IPv6 SANs expanded, `hostname -I` short.
+        .filter(|ip| ip.contains('.') && !ip.starts_with("127."))
+        .map(str::to_string)
+        .collect();
+    let sans = openssl(&[
+        "x509".into(),
+        "-noout".into(),
+        "-ext".into(),
+        "subjectAltName".into(),
+        "-in".into(),
+        certs.join("server.crt").display().to_string(),
+    ]);
+    assert_success(&sans, "openssl x509");
+    let sans = stdout(&sans).to_ascii_lowercase();
+    if !host.is_empty() && host != "localhost" {
+        assert!(
+            sans.contains(&format!("dns:{host}")),
+            "{host} is not among {sans}"
+        );
+    }
+    if let Some(ip) = ips.first() {
+        assert!(
+            sans.contains(&format!("ip address:{ip}")),
+            "{ip} is not among {sans}"
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warn = text
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("--hostname"))
+        .unwrap_or_else(|| panic!("no WARN line about the names:\n{}", tail(&log, 20)));
+    if let Some(ip) = ips.first() {
+        assert!(
+            warn.contains(ip.as_str()),
+            "the WARN line does not name {ip}: {warn}"
+        );
+    }
+}

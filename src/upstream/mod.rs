@@ -213,7 +213,9 @@ impl Upstreams {
         if let [member] = up.members.as_slice() {
             return self.send_pool(up, member, out, pin.as_deref()).await;
         }
-        group::send(self, up, out).await
+        // Boxed: hyper keeps the request future's allocation for the life of an HTTP/1.1
+        // connection, so a rare, large path must not make every idle connection larger.
+        Box::pin(group::send(self, up, out)).await
     }
 
     /// Sends `out` to a server of `pool`: the pinned one, else round-robin over the healthy
