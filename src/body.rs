@@ -41,8 +41,9 @@ struct Stream {
     /// Fired when the request body has been read to its end (or dropped), which is when the
     /// wait for the upstream's response headers starts.
     done: Option<oneshot::Sender<()>>,
-    /// Written once, when the response body is finished or dropped.
-    log: Option<AccessLog>,
+    /// Written once, when the response body is finished or dropped. Boxed, like `first`, so
+    /// that a body, moved several times on the way through hyper, stays small.
+    log: Option<Box<AccessLog>>,
     /// A blob being copied: its sha256 is checked as it passes, and a mismatch ends the body
     /// with an error before its last frame, so the registry never commits it.
     verify: Option<Box<Verify>>,
@@ -52,7 +53,7 @@ struct Stream {
     drain: Option<Duration>,
     /// A request body's first frame, read before the upstream was chosen: a body that never
     /// starts must not hold an upstream connection (and a file descriptor) while it waits.
-    first: Option<Frame<Bytes>>,
+    first: Option<Box<Frame<Bytes>>>,
 }
 
 struct Verify {
@@ -105,7 +106,7 @@ impl Body {
         let mut body = Body::stream(inner, stall, Counter::Shared(counted), Some(done), None);
         if let Kind::Stream(s) = &mut body.kind {
             s.drain = Some(drain);
-            s.first = first;
+            s.first = first.map(Box::new);
         }
         body
     }
@@ -129,7 +130,7 @@ impl Body {
 
     /// An upstream's response body on its way to the client; `log` is written when it ends.
     pub fn response(inner: Incoming, stall: Duration, log: AccessLog) -> Body {
-        Body::stream(inner, stall, Counter::Log, None, Some(log))
+        Body::stream(inner, stall, Counter::Log, None, Some(Box::new(log)))
     }
 
     fn stream(
@@ -137,7 +138,7 @@ impl Body {
         stall: Duration,
         counted: Counter,
         done: Option<oneshot::Sender<()>>,
-        log: Option<AccessLog>,
+        log: Option<Box<AccessLog>>,
     ) -> Body {
         Body {
             kind: Kind::Stream(Stream {
@@ -193,7 +194,7 @@ impl http_body::Body for Body {
                 let first = s
                     .first
                     .as_ref()
-                    .and_then(Frame::data_ref)
+                    .and_then(|f| f.data_ref())
                     .map_or(0, |d| d.len() as u64);
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower() + first);
@@ -221,7 +222,7 @@ impl Stream {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        if let Some(frame) = self.first.take() {
+        if let Some(frame) = self.first.take().map(|f| *f) {
             self.last = Instant::now();
             if let (Some(data), Counter::Shared(c)) = (frame.data_ref(), &self.counted) {
                 c.fetch_add(data.len() as u64, Ordering::Relaxed);

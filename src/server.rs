@@ -196,14 +196,15 @@ impl PerIp {
     }
 }
 
-/// Half the open-file limit (each client connection may hold an upstream socket too), less
-/// room for listeners, upstream pools and files.
+/// Three quarters of the open-file limit, less room for listeners and files: most client
+/// connections are idle keep-alive ones holding no upstream socket, and the rest leaves room
+/// for those that do (the upstream pool reuses its sockets).
 fn connections_from_fd_limit() -> usize {
     let soft = rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
     let soft = usize::try_from(soft).unwrap_or(usize::MAX / 2);
-    (soft / 2).saturating_sub(64).max(16)
+    (soft / 4 * 3).saturating_sub(64).max(16)
 }
 
 async fn accept_loop(
