@@ -10,7 +10,7 @@ use http::uri::Authority;
 use http::Method;
 use tokio::time::Instant;
 
-use crate::metrics::{method_label, metrics, status_class, RequestLabels, RouteLabels};
+use crate::metrics::metrics;
 
 pub struct AccessLog {
     pub client: SocketAddr,
@@ -70,17 +70,8 @@ impl Drop for AccessLog {
             });
         }
         let m = metrics();
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: self.reason,
-                upstream: self.upstream,
-                method: method_label(&self.method),
-                status: status_class(self.status),
-            })
-            .inc();
-        m.duration
-            .get_or_create(&RouteLabels { route: self.reason })
-            .observe(ms / 1000.0);
+        m.request(self.reason, self.upstream, &self.method, self.status);
+        m.duration(self.reason, ms / 1000.0);
         m.bytes_in.inc_by(bytes_in);
         m.bytes_out.inc_by(self.bytes_out);
         let server = self.server.as_ref().map_or("-", Authority::as_str);

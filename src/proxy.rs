@@ -107,10 +107,7 @@ impl Proxy {
         match Box::pin(self.forward(req, conn, &mut log)).await {
             Ok(resp) => {
                 log.status = resp.status().as_u16();
-                crate::metrics::metrics()
-                    .first_byte
-                    .get_or_create(&crate::metrics::RouteLabels { route: log.reason })
-                    .observe(log.start.elapsed().as_secs_f64());
+                crate::metrics::metrics().first_byte(log.reason, log.start.elapsed().as_secs_f64());
                 let (parts, body) = resp.into_parts();
                 let body = match body {
                     ReplyBody::Streamed(incoming) => Body::response(incoming, self.stall, log),
@@ -255,7 +252,11 @@ impl Proxy {
             body_done,
             reason: route.reason,
         };
-        let creds = backfill.map(|bf| bf.credentials(&out.headers));
+        // Only a mount or a blob check may need copies, and only those pay for their headers.
+        let plans = matches!(route.reason, Reason::UploadStart | Reason::BlobCheck);
+        let creds = backfill
+            .filter(|_| plans)
+            .map(|bf| bf.credentials(&out.headers));
         let mut reply = self.upstreams.send(up, out).await?;
         if let (Some(bf), Some(creds)) = (backfill, &creds) {
             reply = match route.reason {
