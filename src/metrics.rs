@@ -39,7 +39,7 @@ type Histograms = Family<RouteLabels, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     /// Per-request handles, looked up once: a `Family` lookup hashes its labels with SipHash
-    /// (bench/: ~1,800 instructions a request for three lookups).
+    /// (callgrind: ~1,800 instructions a request for three lookups).
     request_cache: Box<[OnceLock<Counter>]>,
     duration_cache: Box<[OnceLock<Histogram>]>,
     first_byte_cache: Box<[OnceLock<Histogram>]>,
