@@ -10,16 +10,18 @@ use http::uri::Authority;
 use http::Method;
 use tokio::time::Instant;
 
+use crate::config::Target;
 use crate::metrics::metrics;
+use crate::route::Reason;
 
 pub struct AccessLog {
     pub client: SocketAddr,
     pub method: Method,
     pub path: String,
     /// The routing table's row.
-    pub reason: &'static str,
+    pub reason: Option<Reason>,
     /// The routing target: put, get or web.
-    pub upstream: &'static str,
+    pub upstream: Option<Target>,
     /// The server that answered (`None`: no server, or a union of a group's members).
     pub server: Option<Authority>,
     pub status: u16,
@@ -40,8 +42,8 @@ impl AccessLog {
             client,
             method,
             path: String::new(),
-            reason: "-",
-            upstream: "-",
+            reason: None,
+            upstream: None,
             server: None,
             status: 0,
             bytes_in: None,
@@ -72,6 +74,8 @@ impl Drop for AccessLog {
         let m = metrics();
         m.request(self.reason, self.upstream, &self.method, self.status);
         m.duration(self.reason, ms / 1000.0);
+        let route = self.reason.map_or("-", |r| r.as_str());
+        let upstream = self.upstream.map_or("-", Target::as_str);
         m.bytes_in.inc_by(bytes_in);
         m.bytes_out.inc_by(self.bytes_out);
         let server = self.server.as_ref().map_or("-", Authority::as_str);
@@ -84,8 +88,8 @@ impl Drop for AccessLog {
                     client = %self.client,
                     method = %self.method,
                     path = %self.path,
-                    route = %self.reason,
-                    upstream = %self.upstream,
+                    route = %route,
+                    upstream = %upstream,
                     server = %server,
                     status = self.status,
                     bytes_in,

@@ -55,21 +55,9 @@ pub struct DoctorArgs {
     /// Also check that get serves this image's tag, e.g. library/alpine:3.19.
     #[arg(long, value_name = "NAME:TAG")]
     pub image: Option<String>,
+    /// The upstream flags `serve` takes, so `doctor` checks exactly what would be served.
     #[command(flatten)]
-    pub upstreams: DoctorUpstreams,
-}
-
-/// The upstream flags `serve` takes, so `doctor` checks exactly what would be served.
-#[derive(Debug, Default, Args)]
-pub struct DoctorUpstreams {
-    #[arg(long, value_name = "URL")]
-    pub put: Vec<String>,
-    #[arg(long, value_name = "URL")]
-    pub get: Vec<String>,
-    #[arg(long, value_name = "URL")]
-    pub web: Vec<String>,
-    #[arg(long, value_name = "NAME")]
-    pub hostname: Vec<String>,
+    pub upstreams: UpstreamFlags,
 }
 
 #[derive(Debug, Args)]
@@ -86,20 +74,8 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 0.0.0.0:8443 or [::]:8443 (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// Upstream for writes (push, uploads, deletes, search): the Nexus hosted repository.
-    /// Repeated: the servers of a pool (replicas with the same content).
-    #[arg(long, value_name = "URL")]
-    pub put: Vec<String>,
-    /// Upstream for reads (pull): the Nexus group repository. Repeated: the members of a
-    /// group, asked in order (e.g. a hosted registry, then a pull-through cache).
-    #[arg(long, value_name = "URL")]
-    pub get: Vec<String>,
-    /// Upstream for every non-registry path (the Nexus UI and REST API). Repeated: a pool.
-    #[arg(long, value_name = "URL")]
-    pub web: Vec<String>,
-    /// Public name clients use; the minted certificate covers it (repeatable).
-    #[arg(long, value_name = "NAME")]
-    pub hostname: Vec<String>,
+    #[command(flatten)]
+    pub upstreams: UpstreamFlags,
     /// Directory of minted certificates (ca.crt, ca.key, server.crt, server.key).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["cert", "key"])]
     pub certs: Option<PathBuf>,
@@ -115,15 +91,43 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            certs: self.certs.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ..self.upstreams.overrides()
+        }
+    }
+}
+
+/// The upstream and hostname flags, shared by `serve` and `doctor`.
+#[derive(Debug, Default, Args)]
+pub struct UpstreamFlags {
+    /// Upstream for writes (push, uploads, deletes, search): the Nexus hosted repository.
+    /// Repeated: the servers of a pool (replicas with the same content).
+    #[arg(long, value_name = "URL")]
+    pub put: Vec<String>,
+    /// Upstream for reads (pull): the Nexus group repository. Repeated: the members of a
+    /// group, asked in order (e.g. a hosted registry, then a pull-through cache).
+    #[arg(long, value_name = "URL")]
+    pub get: Vec<String>,
+    /// Upstream for every non-registry path (the Nexus UI and REST API). Repeated: a pool.
+    #[arg(long, value_name = "URL")]
+    pub web: Vec<String>,
+    /// Public name clients use; the minted certificate covers it (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Vec<String>,
+}
+
+impl UpstreamFlags {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
             upstreams: vec![
                 (Target::Put, self.put.clone()),
                 (Target::Get, self.get.clone()),
                 (Target::Web, self.web.clone()),
             ],
             hostnames: self.hostname.clone(),
-            certs: self.certs.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
+            ..Default::default()
         }
     }
 }

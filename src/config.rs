@@ -14,8 +14,8 @@ use http::Method;
 use regex::Regex;
 use serde::{Deserialize, Serialize, Serializer};
 
-use parse::{check_file, fmt_duration};
-pub use parse::{parse_duration, parse_hostname, parse_listen, parse_upstream};
+use parse::check_file;
+pub use parse::{fmt_duration, parse_duration, parse_hostname, parse_listen, parse_upstream};
 pub use upstreams::{Kind, UpstreamSpec};
 
 /// Every default in one place, so the README, `check-config` and the code agree.

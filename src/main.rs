@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use dockgate::cli::{
     Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs,
 };
-use dockgate::config::{Config, Defaults, Overrides, Target, Tls};
+use dockgate::config::{Config, Defaults, Overrides, Tls};
 use dockgate::{tls, ServeError};
 
 // Measured with bench/ (10k idle TLS connections): glibc malloc keeps ~29 KiB per connection,
@@ -169,17 +169,7 @@ fn check_config(path: Option<PathBuf>) -> Result<(), Failure> {
 }
 
 fn doctor(args: DoctorArgs) -> Result<(), Failure> {
-    let u = &args.upstreams;
-    let overrides = Overrides {
-        upstreams: vec![
-            (Target::Put, u.put.clone()),
-            (Target::Get, u.get.clone()),
-            (Target::Web, u.web.clone()),
-        ],
-        hostnames: u.hostname.clone(),
-        ..Default::default()
-    };
-    let config = load(args.config.clone(), &overrides)?;
+    let config = load(args.config.clone(), &args.upstreams.overrides())?;
     if dockgate::cmd::doctor::run(&config, args.image.as_deref()) {
         Ok(())
     } else {

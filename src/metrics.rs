@@ -4,6 +4,9 @@
 use std::sync::{LazyLock, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::config::Target;
+use crate::route::Reason;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -167,14 +170,14 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(
         &self,
-        route: &'static str,
-        upstream: &'static str,
+        route: Option<Reason>,
+        upstream: Option<Target>,
         method: &http::Method,
         status: u16,
     ) {
         let (r, u, m, c) = (
-            index(ROUTES, route),
-            index(UPSTREAMS, upstream),
+            route_index(route),
+            upstream.map_or(UPSTREAMS.len() - 1, Target::index),
             index(METHODS, method_label(method)),
             index(CLASSES, status_class(status)),
         );
@@ -194,12 +197,12 @@ impl Metrics {
     }
 
     /// Observes a request's duration, and its time to first byte, by routing row.
-    pub fn duration(&self, route: &'static str, seconds: f64) {
+    pub fn duration(&self, route: Option<Reason>, seconds: f64) {
         self.histogram(&self.duration_cache, &self.duration, route)
             .observe(seconds);
     }
 
-    pub fn first_byte(&self, route: &'static str, seconds: f64) {
+    pub fn first_byte(&self, route: Option<Reason>, seconds: f64) {
         self.histogram(&self.first_byte_cache, &self.first_byte, route)
             .observe(seconds);
     }
@@ -208,9 +211,9 @@ impl Metrics {
         &self,
         cache: &'a [OnceLock<Histogram>],
         family: &Histograms,
-        route: &'static str,
+        route: Option<Reason>,
     ) -> &'a Histogram {
-        let r = index(ROUTES, route);
+        let r = route_index(route);
         cache[r].get_or_init(|| {
             family
                 .get_or_create(&RouteLabels { route: ROUTES[r] })
@@ -251,6 +254,26 @@ const METHODS: &[&str] = &[
 ];
 const CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// A routing row's place in `ROUTES`, without comparing strings on every request.
+fn route_index(route: Option<Reason>) -> usize {
+    match route {
+        Some(Reason::UserRule(_)) => 0,
+        Some(Reason::Token) => 1,
+        Some(Reason::Web) => 2,
+        Some(Reason::Search) => 3,
+        Some(Reason::Write) => 4,
+        Some(Reason::UploadStart) => 5,
+        Some(Reason::ManifestPush) => 6,
+        Some(Reason::Upload) => 7,
+        Some(Reason::BlobCheck) => 8,
+        Some(Reason::Manifest) => 9,
+        Some(Reason::Tags) => 10,
+        Some(Reason::Catalog) => 11,
+        Some(Reason::Read) => 12,
+        None => 13,
+    }
+}
+
 fn index(values: &[&'static str], value: &str) -> usize {
     values
         .iter()
@@ -280,5 +303,37 @@ pub fn method_label(method: &http::Method) -> &'static str {
         "DELETE" => "DELETE",
         "OPTIONS" => "OPTIONS",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache index and the label agree for every routing row.
+    #[test]
+    fn route_indexes_name_their_rows() {
+        let rows = [
+            Reason::UserRule(0),
+            Reason::Token,
+            Reason::Web,
+            Reason::Search,
+            Reason::Write,
+            Reason::UploadStart,
+            Reason::ManifestPush,
+            Reason::Upload,
+            Reason::BlobCheck,
+            Reason::Manifest,
+            Reason::Tags,
+            Reason::Catalog,
+            Reason::Read,
+        ];
+        for r in rows {
+            assert_eq!(ROUTES[route_index(Some(r))], r.as_str());
+        }
+        assert_eq!(ROUTES[route_index(None)], "-");
+        for t in Target::ALL {
+            assert_eq!(UPSTREAMS[t.index()], t.as_str());
+        }
     }
 }

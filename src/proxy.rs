@@ -165,8 +165,8 @@ impl Proxy {
         };
         let route = route::route(&parts.method, &path, &self.rules, configured);
         let up = self.upstreams.pick(route.target);
-        log.reason = route.reason.as_str();
-        log.upstream = up.name;
+        log.reason = Some(route.reason);
+        log.upstream = Some(route.target);
 
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(

@@ -659,7 +659,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-pub(super) fn fmt_duration(d: Duration) -> String {
+/// A duration in its largest exact unit (`"1h"`, `"15m"`, `"90s"`, `"250ms"`), as
+/// `parse_duration` reads it.
+pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 3_600_000 == 0 {
         format!("{}h", ms / 3_600_000)

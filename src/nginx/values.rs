@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_hostname, parse_listen, parse_upstream};
+use crate::config::{fmt_duration, parse_duration, parse_hostname, parse_listen, parse_upstream};
 
 /// `listen`'s address (`8443`, `*:8443`, `[::]:443`, `192.0.2.1:8443`, `192.0.2.1`) as a
 /// dockgate listen address; `None` for what dockgate cannot bind (a name, a unix socket).
@@ -101,16 +101,7 @@ pub fn nginx_time(text: &str) -> Option<Duration> {
 /// A duration in dockgate's largest exact unit (`"1h"`, `"15m"`, `"90s"`, `"250ms"`); `None`
 /// for zero, which dockgate refuses for a timeout.
 pub fn dockgate_duration(d: Duration) -> Option<String> {
-    let ms = d.as_millis();
-    let text = if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    };
+    let text = fmt_duration(d);
     parse_duration(&text).ok().map(|_| text)
 }
 

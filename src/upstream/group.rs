@@ -40,34 +40,59 @@ pub(super) async fn send<'a>(
             .unwrap_or(&up.members[0]);
         return ups.send_pool(up, member, out, None).await;
     }
-    let mut first_not_found = None;
-    let mut first_failure = None;
+    let mut misses = Misses::default();
     for member in &up.members {
         if !member.any_up() {
-            first_failure.get_or_insert_with(|| Err(super::no_healthy_server(up, member)));
+            misses.failed(Err(super::no_healthy_server(up, member)));
             continue;
         }
         match ups.send_pool(up, member, out.replay(), None).await {
             Ok(reply) if reply.response.status() == StatusCode::NOT_FOUND => {
-                let kept = keep(reply).await;
-                first_not_found.get_or_insert(kept);
+                misses.not_found(keep(reply).await);
             }
             Ok(reply) if reply.response.status().is_server_error() => {
-                let kept = keep(reply).await;
-                first_failure.get_or_insert(Ok(kept));
+                misses.failed(Ok(keep(reply).await));
             }
             Ok(reply) => return Ok(reply),
-            Err(e) if e.is_upstream() => {
-                first_failure.get_or_insert(Err(e));
-            }
+            Err(e) if e.is_upstream() => misses.failed(Err(e)),
             Err(e) => return Err(e),
         }
     }
-    // A member that failed might have had it: "not found" would be a lie, so a failure wins.
-    match (first_failure, first_not_found) {
-        (Some(failure), _) => failure,
-        (None, Some(not_found)) => Ok(not_found),
-        (None, None) => Err(super::no_healthy_server(up, &up.members[0])),
+    misses.verdict(up)
+}
+
+/// What the members that did not answer said, for when none did.
+struct Misses<'a> {
+    not_found: Option<Reply<'a>>,
+    failure: Option<Result<Reply<'a>, GatewayError>>,
+}
+
+impl Default for Misses<'_> {
+    fn default() -> Self {
+        Misses {
+            not_found: None,
+            failure: None,
+        }
+    }
+}
+
+impl<'a> Misses<'a> {
+    fn not_found(&mut self, reply: Reply<'a>) {
+        self.not_found.get_or_insert(reply);
+    }
+
+    fn failed(&mut self, failure: Result<Reply<'a>, GatewayError>) {
+        self.failure.get_or_insert(failure);
+    }
+
+    /// The first failure, else the first 404. A member that failed might have had it: "not
+    /// found" would be a lie, so a failure wins.
+    fn verdict(self, up: &Upstream) -> Result<Reply<'a>, GatewayError> {
+        match (self.failure, self.not_found) {
+            (Some(failure), _) => failure,
+            (None, Some(not_found)) => Ok(not_found),
+            (None, None) => Err(super::no_healthy_server(up, &up.members[0])),
+        }
     }
 }
 
@@ -129,37 +154,26 @@ async fn union<'a>(
     let (n, last) = paging(out.query.as_deref());
     let mut all = BTreeSet::new();
     let mut answered = false;
-    let mut first_not_found = None;
-    let mut first_failure = None;
+    let mut misses = Misses::default();
     for member in &up.members {
         if !member.any_up() {
-            first_failure.get_or_insert_with(|| Err(super::no_healthy_server(up, member)));
+            misses.failed(Err(super::no_healthy_server(up, member)));
             continue;
         }
         match list_member(ups, up, member, &out, listing.key, &mut all).await {
             Ok(Listed::Done) => answered = true,
-            Ok(Listed::NotFound(reply)) => {
-                first_not_found.get_or_insert(reply);
-            }
+            Ok(Listed::NotFound(reply)) => misses.not_found(reply),
             // Credentials first: the client retries with a token and gets the union then.
             Ok(Listed::Refused(reply)) => return Ok(reply),
-            Ok(Listed::Failed(reply)) => {
-                first_failure.get_or_insert(Ok(reply));
-            }
-            Err(e) if e.is_upstream() => {
-                first_failure.get_or_insert(Err(e));
-            }
+            Ok(Listed::Failed(reply)) => misses.failed(Ok(reply)),
+            Err(e) if e.is_upstream() => misses.failed(Err(e)),
             Err(e) => return Err(e),
         }
     }
     if !answered {
-        return match (first_failure, first_not_found) {
-            (Some(failure), _) => failure,
-            (None, Some(not_found)) => Ok(not_found),
-            (None, None) => Err(super::no_healthy_server(up, &up.members[0])),
-        };
+        return misses.verdict(up);
     }
-    if let Some(Err(e)) = &first_failure {
+    if let Some(Err(e)) = &misses.failure {
         // Nexus's group lists what its reachable members have; so do we, and say so.
         tracing::warn!(upstream = up.name, error = %e, "a member failed; listing the others");
     }
