@@ -339,9 +339,19 @@ fn after_a_reload_upstream_server_up_lists_only_the_configured_servers() {
     assert_ne!(edited, text, "the get line:\n{text}");
     std::fs::write(&config, edited).expect("write the config");
     support::signal(gw.pid(), "HUP");
-    let reloaded = wait_for(&gw, "the reload counted", |m| {
-        m.value("dockgate_config_reloads_total", &[("result", "ok")]) == Some(1.0)
-    });
+    // A new server reads 0 until its first probe answers, so wait for that probe too.
+    let second_url = second.url();
+    let reloaded = wait_for(
+        &gw,
+        "the reload counted and the new get server probed",
+        |m| {
+            m.value("dockgate_config_reloads_total", &[("result", "ok")]) == Some(1.0)
+                && m.value(
+                    "dockgate_upstream_server_up",
+                    &[("upstream", "get"), ("server", &second_url)],
+                ) == Some(1.0)
+        },
+    );
 
     let mut up: Vec<(String, String, f64)> = reloaded
         .samples
