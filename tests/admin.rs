@@ -245,7 +245,9 @@ fn readyz_follows_the_only_get_server_and_healthz_does_not() {
         .get(&cache.url())
         .admin()
         .start();
-    assert_eq!(gw.admin_get("/readyz").status, 200, "both upstreams serve");
+    // Both upstreams serve, once their first probes have answered (they go out at start, but
+    // nothing waits for them before the first request is served).
+    wait_for_status(&gw, "/readyz", 200);
     assert_eq!(gw.admin_get("/healthz").status, 200);
     let cache_url = cache.url();
     let get_up = |m: &Metrics| {
@@ -254,15 +256,12 @@ fn readyz_follows_the_only_get_server_and_healthz_does_not() {
             &[("upstream", "get"), ("server", &cache_url)],
         )
     };
-    assert_eq!(
-        get_up(&Metrics::read(&gw)),
-        Some(1.0),
-        "{}",
-        gw.admin_get("/metrics").text()
-    );
+    wait_for(&gw, "the get server counted up", |m| get_up(m) == Some(1.0));
 
-    cache.stop();
+    // Timed from before the stop: a probe in flight when the cache dies fails at once, and the
+    // second failure still comes a full interval after that one.
     let started = Instant::now();
+    cache.stop();
     wait_for_status(&gw, "/readyz", 503);
     let took = started.elapsed();
     assert!(
@@ -330,6 +329,17 @@ fn after_a_reload_upstream_server_up_lists_only_the_configured_servers() {
         .get(&first.url())
         .admin()
         .start();
+    // Each server reads 0 until its first probe answers: wait for those before the reload, so
+    // that put's series is 1 after it and no first answer of the old get lands during it.
+    let first_url = first.url();
+    wait_for(&gw, "the first probes answered", |m| {
+        ["put", "get"].into_iter().all(|upstream| {
+            m.value(
+                "dockgate_upstream_server_up",
+                &[("upstream", upstream), ("server", &first_url)],
+            ) == Some(1.0)
+        })
+    });
     let config = gw.config_path();
     let text = std::fs::read_to_string(&config).expect("read the config");
     let edited = text.replace(

@@ -220,7 +220,16 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     support::signal(gw.pid(), "TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // However long SIGTERM takes to reach it: wait until the gateway says it stopped accepting.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("shutting down: no new connections") {
+        assert!(
+            Instant::now() < deadline,
+            "no shutdown line 5 s after SIGTERM:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let fresh = gw
         .client(Http::One)

@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use support::{Gateway, Registry};
 
 #[test]
@@ -15,20 +17,33 @@ fn each_request_gets_one_json_access_line_without_credentials_or_query() {
         .start();
     let ca = gw.ca_pem();
     let url = format!("{}/v2/team/app/tags/list?n=5&last=secret-cursor", gw.url());
-    let status = support::on_own_runtime(move || async move {
+    // The body is read whole: the access line is written when the response body ends.
+    let reply = support::on_own_runtime(move || async move {
         let client = support::https_client(&ca, support::Http::One);
-        client
+        let sent = client
             .get(url)
             .header("authorization", "Bearer sekrit-token-123")
             .basic_auth("alice", Some("hunter2"))
             .send()
             .await
-            .expect("GET tags")
-            .status()
+            .expect("GET tags");
+        support::Reply::read(sent).await
     });
-    assert_eq!(status, 404);
+    assert_eq!(reply.status, 404);
 
-    let log = gw.log();
+    // That may be just after the client has read it: wait for the line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = gw.log();
+        if log.lines().any(|l| l.contains("/v2/team/app/tags/list")) {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line within 5 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         !log.contains("sekrit-token-123"),
         "a token reached the log:\n{log}"
