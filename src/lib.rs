@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod keepalive;
 pub mod live;
 pub mod metrics;
 pub mod nginx;

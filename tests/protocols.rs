@@ -169,7 +169,6 @@ fn tls_1_2_and_1_3_handshakes_are_accepted_and_1_1_is_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -179,42 +178,16 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
         .put(&registry.url())
         .get(&registry.url())
         .start();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(
-            dockgate::tls::Ca::load(&gw.certs_dir())
-                .expect("the gateway's CA")
-                .cert_der()
-                .clone(),
-        )
-        .expect("add the CA");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(gw.addr())
-        .await
-        .expect("connect");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
-    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
-
+    let mut tls = raw::connect(&gw).await;
     tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("send a request");
-    let mut buf = vec![0u8; 4096];
-    let n = tls.read(&mut buf).await.expect("read the response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let head = raw::response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     // Idle: the gateway closes the connection after client_headers, not before.
     let idle = Instant::now();
+    let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
         .await
         .expect("closed within 5 s")
@@ -225,6 +198,164 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
         waited >= Duration::from_millis(900),
         "closed too early: {waited:?}"
     );
+}
+
+/// A keep-alive connection idle for longer than half a second gives its HTTP buffers back and
+/// keeps only its TLS session (src/keepalive.rs); the client must not notice: the next request
+/// on it is served, and so is a request whose head was already half sent behind the previous
+/// one when the pause began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_serves_on_after_a_pause() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nclient_headers = \"5s\"")
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let pause = Duration::from_millis(1500);
+    let mut tls = raw::connect(&gw).await;
+    let request = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for round in 0..3 {
+        tls.write_all(request).await.expect("send a request");
+        let head = raw::response(&mut tls).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        tokio::time::sleep(pause).await;
+    }
+
+    // A request followed, in the same write, by the first half of the next one.
+    let (first_half, second_half) = request.split_at(12);
+    tls.write_all(&[&request[..], first_half].concat())
+        .await
+        .expect("send a request and a half");
+    let head = raw::response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(pause).await;
+    tls.write_all(second_half).await.expect("send the rest");
+    let head = raw::response(&mut tls).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the split request: {head}"
+    );
+}
+
+/// A client that trickles a request head, a byte at a time with pauses longer than the one
+/// that frees a connection's buffers, is still cut off at `client_headers` (slowloris).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_head_is_cut_off_at_client_headers() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .toml("[timeouts]\nclient_headers = \"2s\"")
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let mut tls = raw::connect(&gw).await;
+    tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("send a request");
+    let head = raw::response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let started = Instant::now();
+    let head = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".repeat(4);
+    let mut closed = false;
+    for byte in head.iter() {
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        if tls.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(700), tls.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(n)) if n > 0 && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4") => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a head trickled for {took:?} was never cut off");
+    assert!(
+        took < Duration::from_secs(6),
+        "cut off only after {took:?} (client_headers is 2 s)"
+    );
+}
+
+/// A raw TLS client for what reqwest hides: one connection, bytes written exactly as given.
+mod raw {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+
+    use super::support::Gateway;
+
+    /// A TLS connection to the gateway that trusts its CA, offering no ALPN (HTTP/1.1).
+    pub async fn connect(gw: &Gateway) -> TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(
+                dockgate::tls::Ca::load(&gw.certs_dir())
+                    .expect("the gateway's CA")
+                    .cert_der()
+                    .clone(),
+            )
+            .expect("add the CA");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(gw.addr()).await.expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
+        connector.connect(name, tcp).await.expect("TLS handshake")
+    }
+
+    /// Reads one response with a `Content-Length` body and returns its head.
+    pub async fn response(tls: &mut TlsStream<TcpStream>) -> String {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head_len, body_len) = loop {
+            let n = tls.read(&mut buf).await.expect("read the response");
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&data)
+            );
+            data.extend_from_slice(&buf[..n]);
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("a length"));
+                break (end + 4, length);
+            }
+        };
+        while data.len() < head_len + body_len {
+            let n = tls.read(&mut buf).await.expect("read the body");
+            assert!(n > 0, "closed mid-body");
+            data.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(data.len(), head_len + body_len, "no more than one response");
+        String::from_utf8_lossy(&data[..head_len]).into_owned()
+    }
 }
 
 /// containerd falls back to plain HTTP when TLS fails; the TLS port then answers a readable 400
