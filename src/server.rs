@@ -400,9 +400,9 @@ async fn plain_http_answer(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// Drives a connection to its end; on shutdown, or when it has served its share of requests,
-/// asks it to finish the requests in flight and close (HTTP/2: GOAWAY; HTTP/1.1: close after
-/// the current response).
+/// Drives an HTTP/2 connection to its end; on shutdown, or when it has served its share of
+/// requests, asks it to finish the requests in flight and close (GOAWAY). HTTP/1.1 has its own
+/// driver in `keepalive`.
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     shutdown: &mut watch::Receiver<bool>,

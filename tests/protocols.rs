@@ -170,20 +170,9 @@ fn tls_1_2_and_1_3_handshakes_are_accepted_and_1_1_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
     use std::time::{Duration, Instant};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
-    let registry = Registry::start();
-    let gw = Gateway::builder()
-        .toml("[timeouts]\nclient_headers = \"1s\"")
-        .put(&registry.url())
-        .get(&registry.url())
-        .start();
-    let mut tls = raw::connect(&gw).await;
-    tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("send a request");
-    let head = raw::response(&mut tls).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_registry, _gw, mut tls) = raw::served_once("1s").await;
 
     // Idle: the gateway closes the connection after client_headers, not before.
     let idle = Instant::now();
@@ -209,20 +198,14 @@ async fn a_keep_alive_connection_serves_on_after_a_pause() {
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
-    let registry = Registry::start();
-    let gw = Gateway::builder()
-        .toml("[timeouts]\nclient_headers = \"5s\"")
-        .put(&registry.url())
-        .get(&registry.url())
-        .start();
+    let (_registry, _gw, mut tls) = raw::served_once("5s").await;
     let pause = Duration::from_millis(1500);
-    let mut tls = raw::connect(&gw).await;
-    let request = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let request = raw::GET_V2;
     for round in 0..3 {
+        tokio::time::sleep(pause).await;
         tls.write_all(request).await.expect("send a request");
         let head = raw::response(&mut tls).await;
         assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
-        tokio::time::sleep(pause).await;
     }
 
     // A request followed, in the same write, by the first half of the next one.
@@ -248,18 +231,7 @@ async fn a_trickled_request_head_is_cut_off_at_client_headers() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let registry = Registry::start();
-    let gw = Gateway::builder()
-        .toml("[timeouts]\nclient_headers = \"2s\"")
-        .put(&registry.url())
-        .get(&registry.url())
-        .start();
-    let mut tls = raw::connect(&gw).await;
-    tls.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("send a request");
-    let head = raw::response(&mut tls).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_registry, _gw, mut tls) = raw::served_once("2s").await;
 
     let started = Instant::now();
     let head = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".repeat(4);
@@ -297,11 +269,31 @@ async fn a_trickled_request_head_is_cut_off_at_client_headers() {
 mod raw {
     use std::sync::Arc;
 
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio_rustls::client::TlsStream;
 
-    use super::support::Gateway;
+    use super::support::{Gateway, Registry};
+
+    pub const GET_V2: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    /// A gateway with this `timeouts.client_headers`, and a connection to it that has been
+    /// served one request (and so is a keep-alive connection between requests).
+    pub async fn served_once(client_headers: &str) -> (Registry, Gateway, TlsStream<TcpStream>) {
+        let registry = Registry::start();
+        let gw = Gateway::builder()
+            .toml(&format!(
+                "[timeouts]\nclient_headers = \"{client_headers}\""
+            ))
+            .put(&registry.url())
+            .get(&registry.url())
+            .start();
+        let mut tls = connect(&gw).await;
+        tls.write_all(GET_V2).await.expect("send a request");
+        let head = response(&mut tls).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        (registry, gw, tls)
+    }
 
     /// A TLS connection to the gateway that trusts its CA, offering no ALPN (HTTP/1.1).
     pub async fn connect(gw: &Gateway) -> TlsStream<TcpStream> {
