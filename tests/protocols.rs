@@ -2,11 +2,14 @@
 //! clients need from a response survives the trip: `Content-Length` and `Docker-Content-Digest`
 //! on HEAD, sized and chunked uploads.
 
+mod hardening_support;
 mod support;
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hardening_support::RawTls;
 use support::{sha256, Gateway, Http, Registry};
 
 /// How an upload's body is framed on the wire.
@@ -167,21 +170,16 @@ fn tls_1_2_and_1_3_handshakes_are_accepted_and_1_1_is_not() {
     assert!(!ok, "TLS 1.1 must be refused: {text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
-    use std::time::{Duration, Instant};
-    use tokio::io::AsyncReadExt;
-
-    let (_registry, _gw, mut tls) = raw::served_once("1s").await;
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
+    let (_registry, _gw, mut tls) = served_once("1s");
 
     // Idle: the gateway closes the connection after client_headers, not before.
     let idle = Instant::now();
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "EOF, not data");
+    assert!(
+        tls.closed_within(Duration::from_secs(5)),
+        "closed within 5 s"
+    );
     let waited = idle.elapsed();
     assert!(
         waited >= Duration::from_millis(900),
@@ -193,45 +191,34 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_headers() {
 /// keeps only its TLS session (src/keepalive.rs); the client must not notice: the next request
 /// on it is served, and so is a request whose head was already half sent behind the previous
 /// one when the pause began.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_connection_serves_on_after_a_pause() {
-    use std::time::Duration;
-    use tokio::io::AsyncWriteExt;
-
-    let (_registry, _gw, mut tls) = raw::served_once("5s").await;
+#[test]
+fn a_keep_alive_connection_serves_on_after_a_pause() {
+    let (_registry, _gw, mut tls) = served_once("5s");
     let pause = Duration::from_millis(1500);
-    let request = raw::GET_V2;
     for round in 0..3 {
-        tokio::time::sleep(pause).await;
-        tls.write_all(request).await.expect("send a request");
-        let head = raw::response(&mut tls).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        std::thread::sleep(pause);
+        tls.send(GET_V2).expect("send a request");
+        let reply = tls.response().expect("the response");
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.head);
     }
 
     // A request followed, in the same write, by the first half of the next one.
-    let (first_half, second_half) = request.split_at(12);
-    tls.write_all(&[&request[..], first_half].concat())
-        .await
+    let (first_half, second_half) = GET_V2.split_at(12);
+    tls.send(&[GET_V2, first_half].concat())
         .expect("send a request and a half");
-    let head = raw::response(&mut tls).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(pause).await;
-    tls.write_all(second_half).await.expect("send the rest");
-    let head = raw::response(&mut tls).await;
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "the split request: {head}"
-    );
+    let reply = tls.response().expect("the response");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    std::thread::sleep(pause);
+    tls.send(second_half).expect("send the rest");
+    let reply = tls.response().expect("the split request's response");
+    assert_eq!(reply.status, 200, "the split request: {}", reply.head);
 }
 
 /// A client that trickles a request head, a byte at a time with pauses longer than the one
 /// that frees a connection's buffers, is still cut off at `client_headers` (slowloris).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trickled_request_head_is_cut_off_at_client_headers() {
-    use std::time::{Duration, Instant};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let (_registry, _gw, mut tls) = raw::served_once("2s").await;
+#[test]
+fn a_trickled_request_head_is_cut_off_at_client_headers() {
+    let (_registry, _gw, mut tls) = served_once("2s");
 
     let started = Instant::now();
     let head = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".repeat(4);
@@ -240,21 +227,9 @@ async fn a_trickled_request_head_is_cut_off_at_client_headers() {
         if started.elapsed() > Duration::from_secs(8) {
             break;
         }
-        if tls.write_all(&[*byte]).await.is_err() {
+        if tls.send(&[*byte]).is_err() || tls.closed_within(Duration::from_millis(700)) {
             closed = true;
             break;
-        }
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(700), tls.read(&mut buf)).await {
-            Err(_) => continue,
-            Ok(Ok(n)) if n > 0 && String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 4") => {
-                closed = true;
-                break;
-            }
-            Ok(_) => {
-                closed = true;
-                break;
-            }
         }
     }
     let took = started.elapsed();
@@ -265,93 +240,26 @@ async fn a_trickled_request_head_is_cut_off_at_client_headers() {
     );
 }
 
-/// A raw TLS client for what reqwest hides: one connection, bytes written exactly as given.
-mod raw {
-    use std::sync::Arc;
+const GET_V2: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-    use tokio_rustls::client::TlsStream;
-
-    use super::support::{Gateway, Registry};
-
-    pub const GET_V2: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
-
-    /// A gateway with this `timeouts.client_headers`, and a connection to it that has been
-    /// served one request (and so is a keep-alive connection between requests).
-    pub async fn served_once(client_headers: &str) -> (Registry, Gateway, TlsStream<TcpStream>) {
-        let registry = Registry::start();
-        let gw = Gateway::builder()
-            .toml(&format!(
-                "[timeouts]\nclient_headers = \"{client_headers}\""
-            ))
-            .put(&registry.url())
-            .get(&registry.url())
-            .start();
-        let mut tls = connect(&gw).await;
-        tls.write_all(GET_V2).await.expect("send a request");
-        let head = response(&mut tls).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        (registry, gw, tls)
-    }
-
-    /// A TLS connection to the gateway that trusts its CA, offering no ALPN (HTTP/1.1).
-    pub async fn connect(gw: &Gateway) -> TlsStream<TcpStream> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(
-                dockgate::tls::Ca::load(&gw.certs_dir())
-                    .expect("the gateway's CA")
-                    .cert_der()
-                    .clone(),
-            )
-            .expect("add the CA");
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+/// A gateway with this `timeouts.client_headers`, and a raw connection to it that has been
+/// served one request (and so is a keep-alive connection between requests).
+fn served_once(client_headers: &str) -> (Registry, Gateway, RawTls) {
+    let registry = Registry::start();
+    let gw = Gateway::builder()
+        .toml(&format!(
+            "[timeouts]\nclient_headers = \"{client_headers}\""
         ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(gw.addr()).await.expect("connect");
-        let name = rustls_pki_types::ServerName::try_from("localhost").expect("a name");
-        connector.connect(name, tcp).await.expect("TLS handshake")
-    }
-
-    /// Reads one response with a `Content-Length` body and returns its head.
-    pub async fn response(tls: &mut TlsStream<TcpStream>) -> String {
-        let mut data = Vec::new();
-        let mut buf = [0u8; 4096];
-        let (head_len, body_len) = loop {
-            let n = tls.read(&mut buf).await.expect("read the response");
-            assert!(
-                n > 0,
-                "closed mid-response: {}",
-                String::from_utf8_lossy(&data)
-            );
-            data.extend_from_slice(&buf[..n]);
-            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().expect("a length"));
-                break (end + 4, length);
-            }
-        };
-        while data.len() < head_len + body_len {
-            let n = tls.read(&mut buf).await.expect("read the body");
-            assert!(n > 0, "closed mid-body");
-            data.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(data.len(), head_len + body_len, "no more than one response");
-        String::from_utf8_lossy(&data[..head_len]).into_owned()
-    }
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    let mut tls = RawTls::connect(&gw);
+    tls.send(GET_V2).expect("send a request");
+    let reply = tls.response().expect("the response");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    (registry, gw, tls)
 }
 
-/// containerd falls back to plain HTTP when TLS fails; the TLS port then answers a readable 400
-/// (as nginx does) instead of a TLS alert that the client prints as a malformed response.
 #[test]
 fn plain_http_to_the_tls_port_gets_a_readable_400() {
     use std::io::{Read, Write};

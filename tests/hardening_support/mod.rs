@@ -1,4 +1,5 @@
-//! What the hardening tests need beyond `tests/support`: TLS connections that write exactly the
+//! What the hardening tests (and `protocols.rs`'s raw keep-alive tests) need beyond
+//! `tests/support`: TLS connections that write exactly the
 //! bytes a test chooses (HTTP/1.1 by hand, HTTP/2 through hyper's own client or frames by hand),
 //! what the kernel says about the gateway's sockets and files, and fault stubs that record, byte
 //! for byte, what a gateway forwards, or answer what a real registry never would. Each stub is
