@@ -83,7 +83,7 @@ impl Drop for AccessLog {
         macro_rules! line {
             ($level:expr, $($error:tt)*) => {
                 tracing::event!(
-                    target: "access",
+                    target: crate::logging::ACCESS,
                     $level,
                     client = %self.client,
                     method = %self.method,

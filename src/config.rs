@@ -63,6 +63,8 @@ impl Defaults {
     pub const H2_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
     /// nginx's `lingering_time`.
     pub const EARLY_RESPONSE_DRAIN: Duration = Duration::from_secs(30);
+    /// nginx's `access_log ... buffer=64k`: one write for many lines under load.
+    pub const ACCESS_BUFFER: usize = 64 * 1024;
 }
 
 /// The checked configuration. Built by `Config::load` or `Config::from_toml`, then adjusted by
@@ -85,6 +87,7 @@ pub struct Config {
     pub backfill: Backfill,
     pub limits: Limits,
     pub admin: Admin,
+    pub log: Log,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
 }
@@ -215,6 +218,22 @@ pub struct Timeouts {
 pub struct Admin {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+}
+
+/// stderr logging (the format and level are command-line and `RUST_LOG` settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Log {
+    /// Bytes of access lines gathered before a write; they also go out whenever the gateway
+    /// has nothing else to do, and at least once a second. 0: one write per line.
+    pub access_buffer: usize,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log {
+            access_buffer: Defaults::ACCESS_BUFFER,
+        }
+    }
 }
 
 /// Bounds on what one client can cost. 0 means "off" (or "from the open-file limit").

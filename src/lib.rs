@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod keepalive;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod nginx;
 pub mod policy;
@@ -55,6 +56,7 @@ pub async fn serve(
     overrides: Overrides,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    logging::buffer_access_lines(config.log.access_buffer);
     let names = config.certificate_names();
     if config.names_unknown() && matches!(config.tls, config::Tls::Minted { .. }) {
         tracing::warn!(

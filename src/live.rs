@@ -122,6 +122,7 @@ impl Live {
             }
         }
         state.probes = upstream::spawn_probes(&upstreams);
+        crate::logging::buffer_access_lines(new.log.access_buffer);
         self.proxy
             .store(Arc::new(Proxy::new(&new, upstreams.clone())));
         for (target, spec) in new.upstreams.iter() {

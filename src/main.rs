@@ -1,18 +1,14 @@
 //! The `dockgate` binary: parse the command line, set up logging, run a subcommand, and map
 //! failures to exit codes (2: the input is wrong, 1: anything else).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
-use dockgate::cli::{
-    Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, LogFormat, ServeArgs,
-};
+use dockgate::cli::{Cli, Command, DoctorArgs, GenerateCaArgs, IssueCertArgs, ServeArgs};
 use dockgate::config::{Config, Defaults, Overrides, Tls};
-use dockgate::{tls, ServeError};
+use dockgate::{logging, tls, ServeError};
 
 // Measured with bench/ (10k idle TLS connections): glibc malloc keeps ~29 KiB per connection,
 // mimalloc ~42 KiB, jemalloc ~21 KiB; jemalloc also made full handshakes cheaper.
@@ -21,7 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -33,6 +29,7 @@ fn main() -> ExitCode {
             .map(|toml| print!("{toml}"))
             .map_err(Failure::input),
     };
+    logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { message, code }) => {
@@ -62,18 +59,6 @@ impl Failure {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
 fn load(path: Option<PathBuf>, overrides: &Overrides) -> Result<Config, Failure> {
     let mut config = Config::load(path.as_deref()).map_err(Failure::input)?;
     config.apply(overrides).map_err(Failure::input)?;
@@ -91,6 +76,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(logging::flush_when_idle)
         .build()
         .map_err(Failure::runtime)?;
     runtime

@@ -88,6 +88,17 @@ fn a_bad_timeout_and_a_bad_rule_are_named_too() {
         err.starts_with("dockgate: FILE:2: timeouts.connect: "),
         "{err}"
     );
+    // A value of the wrong type is named by its table and key too.
+    let err = refused("[timeouts]\nconnect = 5\n");
+    assert!(
+        err.starts_with("dockgate: FILE:2: timeouts.connect: invalid type"),
+        "{err}"
+    );
+    let err = refused("[log]\naccess_buffer = -1\n");
+    assert!(
+        err.starts_with("dockgate: FILE:2: log.access_buffer: "),
+        "{err}"
+    );
     let err = refused("[[rules]]\npath = \"/v2/(\"\nupstream = \"put\"\n");
     assert!(err.starts_with("dockgate: FILE:2: rules.path: "), "{err}");
     let err = refused("[[rules]]\npath = \"/\"\nupstream = \"nexus\"\n");

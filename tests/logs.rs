@@ -89,3 +89,93 @@ fn each_request_gets_one_json_access_line_without_credentials_or_query() {
         "{line}"
     );
 }
+
+/// The path's access line count in `log`.
+fn lines_for(log: &str, path: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(" path=") && l.contains(path))
+        .count()
+}
+
+#[test]
+fn with_the_default_buffer_an_idle_gateway_writes_each_line_as_soon_as_its_response_is_done() {
+    let registry = Registry::start();
+    // `[log]` without keys: the default buffer (the harness otherwise writes line by line).
+    let gw = Gateway::builder()
+        .toml("[log]")
+        .put(&registry.url())
+        .get(&registry.url())
+        .start();
+    // The once-a-second flush alone would leave about 7 lines in 10 later than 300 ms, so six
+    // lines in a row within 300 ms mean they went out when the gateway had nothing else to do.
+    for i in 0..6 {
+        let path = format!("/v2/idle-flush/n{i}/tags/list");
+        assert_eq!(gw.get(&path).status, 404);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while lines_for(&gw.log(), &path) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "line {i} not written within 300 ms of its response:\n{}",
+                gw.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[test]
+fn buffered_lines_are_all_written_once_each_in_the_order_of_events() {
+    let registry = Registry::start();
+    let mut gw = Gateway::builder()
+        .toml("[log]\naccess_buffer = 4096")
+        .put(&registry.url())
+        .get(&registry.url())
+        .web("http://127.0.0.1:9")
+        .start();
+    let ca = gw.ca_pem();
+    let base = gw.url();
+    // 400 requests on 8 keep-alive connections: lines go out when 4 KiB wait, when idle, and
+    // at exit; none may be lost or written twice.
+    let sent = support::on_own_runtime(move || async move {
+        let client = support::https_client(&ca, support::Http::One);
+        let mut tasks = Vec::new();
+        for c in 0..8 {
+            let (client, base) = (client.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let url = format!("{base}/v2/many/c{c}/tags/list?i={i}");
+                    let reply = client.get(url).send().await.expect("GET");
+                    assert_eq!(reply.status(), 404);
+                    reply.bytes().await.expect("body");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        400
+    });
+    // A failure (WARN, written at once) after the buffered lines must come after them.
+    let failed = gw.get("/");
+    assert_eq!(failed.status, 502, "{}", failed.text());
+    assert!(gw.terminate(Duration::from_secs(10)).is_some());
+    let log = gw.log();
+    assert_eq!(lines_for(&log, "/v2/many/"), sent, "{log}");
+    for c in 0..8 {
+        assert_eq!(lines_for(&log, &format!("/v2/many/c{c}/")), 50, "{log}");
+    }
+    let lines: Vec<&str> = log.lines().collect();
+    let last_ok = lines
+        .iter()
+        .rposition(|l| l.contains("/v2/many/"))
+        .expect("access lines");
+    let warn = lines
+        .iter()
+        .position(|l| l.contains("WARN") && l.contains("path=/ "))
+        .unwrap_or_else(|| panic!("no WARN line for the failed request:\n{log}"));
+    assert!(
+        last_ok < warn,
+        "a buffered line came after a later failure:\n{log}"
+    );
+}

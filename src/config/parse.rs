@@ -13,8 +13,8 @@ use toml::Spanned;
 
 use super::upstreams::RawUpstream;
 use super::{
-    Admin, Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Limits, Rule, Target,
-    Timeouts, Tls, UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
+    Admin, Backfill, Config, ConfigError, Defaults, HeaderOptions, Health, Limits, Log, Rule,
+    Target, Timeouts, Tls, UpstreamCa, UpstreamSpec, UpstreamUrl, Upstreams,
 };
 
 /// Parses and checks a whole file's text.
@@ -39,6 +39,13 @@ struct RawConfig {
     backfill: Option<RawBackfill>,
     limits: Option<RawLimits>,
     admin: Option<RawAdmin>,
+    log: Option<RawLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    access_buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +160,28 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The dotted key whose value starts at `offset` (`limits.max_connections`), read from the
+    /// text: the name before the `=` on that line and the `[table]` above it.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let before = self.text.get(..offset)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let (name, _) = before[line_start..].split_once('=')?;
+        let name = name.trim();
+        if name.is_empty() || name.starts_with('[') {
+            return None;
+        }
+        let table = before[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+        Some(match table {
+            Some(t) if !t.is_empty() => format!("{t}.{name}"),
+            _ => name.to_string(),
+        })
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
@@ -180,12 +209,13 @@ impl Ctx<'_> {
         // toml's message is several lines with a source excerpt; keep its first line and name
         // the key it complains about when it says which.
         let message = e.message().trim().replace('\n', ": ");
-        let key = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.starts_with("unknown field"))
-            .unwrap_or_default()
-            .to_string();
+        let key = match message.split('`').nth(1) {
+            Some(field) if message.starts_with("unknown field") => field.to_string(),
+            _ => e
+                .span()
+                .and_then(|s| self.key_at(s.start))
+                .unwrap_or_default(),
+        };
         ConfigError {
             file: self.file.map(Path::to_path_buf),
             line: e.span().map(|s| self.line_of(s.start)),
@@ -331,6 +361,12 @@ impl Ctx<'_> {
             backfill,
             limits,
             admin,
+            log: Log {
+                access_buffer: raw
+                    .log
+                    .and_then(|l| l.access_buffer)
+                    .unwrap_or(Defaults::ACCESS_BUFFER),
+            },
         })
     }
 

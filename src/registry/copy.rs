@@ -497,7 +497,7 @@ fn log_copy(
     m.backfill_bytes.inc_by(bytes);
     match error {
         None => tracing::info!(
-            target: "access",
+            target: crate::logging::ACCESS,
             route = %"backfill",
             digest = %digest,
             from = %from,
@@ -506,7 +506,7 @@ fn log_copy(
             ms = %ms,
         ),
         Some(e) => tracing::warn!(
-            target: "access",
+            target: crate::logging::ACCESS,
             route = %"backfill",
             digest = %digest,
             from = %from,

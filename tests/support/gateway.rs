@@ -351,6 +351,11 @@ impl GatewayBuilder {
                 certs.display().to_string()
             ));
         }
+        // Tests read the log right after a response; the buffered default has its own tests in
+        // logs.rs.
+        if !self.toml.lines().any(|l| l.trim() == "[log]") {
+            text.push_str("\n[log]\naccess_buffer = 0\n");
+        }
         if let Some(admin) = self.admin {
             text.push_str(&format!("\n[admin]\nlisten = \"{admin}\"\n"));
         }
