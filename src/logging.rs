@@ -37,7 +37,10 @@ pub fn init(format: LogFormat) {
     // A panic's message goes straight to stderr: what was logged before it comes first.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        flush();
+        // try_lock: the panicking thread may be the one holding the buffer.
+        if let Ok(mut buf) = BUFFER.try_lock() {
+            write_out(&mut buf);
+        }
         report(info);
     }));
 }
@@ -45,6 +48,11 @@ pub fn init(format: LogFormat) {
 /// Buffer up to `bytes` of access lines (0: write each line at once). Called at start and on
 /// every reload; the first call with a buffer starts the once-a-second flush.
 pub fn buffer_access_lines(bytes: usize) {
+    let bytes = if NO_FLUSHER.load(Ordering::Relaxed) {
+        0
+    } else {
+        bytes
+    };
     CAPACITY.store(bytes, Ordering::Relaxed);
     if bytes == 0 {
         flush();
@@ -57,11 +65,12 @@ pub fn buffer_access_lines(bytes: usize) {
             .name("dockgate-log".into())
             .spawn(|| loop {
                 std::thread::sleep(FLUSH_AT_LEAST_EVERY);
-                flush();
+                flush_when_idle();
             });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the log flusher; access lines are written one by one");
+            NO_FLUSHER.store(true, Ordering::Relaxed);
             CAPACITY.store(0, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot start the log flusher; access lines are written one by one");
         }
     });
 }
@@ -84,6 +93,8 @@ const FLUSH_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// `log.access_buffer`; 0 until `serve` sets it.
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
+/// The flusher thread could not start: write line by line, whatever the config says.
+static NO_FLUSHER: AtomicBool = AtomicBool::new(false);
 /// Lets an idle worker skip the lock when nothing waits.
 static PENDING: AtomicBool = AtomicBool::new(false);
 
@@ -92,9 +103,24 @@ fn write_out(buf: &mut Vec<u8>) {
         return;
     }
     // stderr that cannot be written to (a closed pipe) loses the lines, as it did unbuffered.
-    let _ = io::stderr().write_all(buf);
+    let _ = sink(buf);
     buf.clear();
     PENDING.store(false, Ordering::Relaxed);
+}
+
+#[cfg(not(test))]
+fn sink(bytes: &[u8]) -> io::Result<()> {
+    io::stderr().write_all(bytes)
+}
+
+/// What the unit tests read instead of stderr.
+#[cfg(test)]
+static WRITTEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+#[cfg(test)]
+fn sink(bytes: &[u8]) -> io::Result<()> {
+    WRITTEN.lock().unwrap().push(bytes.to_vec());
+    Ok(())
 }
 
 /// The subscriber's writer: picks, per event, whether its line may wait.
@@ -125,7 +151,7 @@ impl Write for Line {
         let capacity = CAPACITY.load(Ordering::Relaxed);
         let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
         if buf.is_empty() && !(self.may_wait && capacity > 0) {
-            io::stderr().write_all(text)?;
+            sink(text)?;
             return Ok(text.len());
         }
         buf.extend_from_slice(text);
@@ -138,5 +164,59 @@ impl Write for Line {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written() -> Vec<String> {
+        let mut w = WRITTEN.lock().unwrap();
+        w.drain(..).map(|b| String::from_utf8(b).unwrap()).collect()
+    }
+
+    fn line(may_wait: bool, text: &str) {
+        Line { may_wait }.write_all(text.as_bytes()).unwrap();
+    }
+
+    // One test: the buffer is process-wide.
+    #[test]
+    fn access_lines_wait_until_full_idle_or_news_and_keep_their_order() {
+        CAPACITY.store(16, Ordering::Relaxed);
+        line(true, "a1\n");
+        line(true, "a2\n");
+        assert!(written().is_empty(), "6 of 16 bytes wait");
+        line(false, "WARN\n");
+        assert_eq!(
+            written(),
+            ["a1\na2\nWARN\n"],
+            "news goes out after what waited"
+        );
+
+        line(true, "a3\n");
+        flush_when_idle();
+        assert_eq!(written(), ["a3\n"], "an idle worker writes what waits");
+        flush_when_idle();
+        assert!(written().is_empty(), "nothing waits, nothing written");
+
+        for i in 0..5 {
+            line(true, &format!("b{i}\n"));
+        }
+        assert!(written().is_empty(), "15 of 16 bytes wait");
+        line(true, "b5\n");
+        assert_eq!(written(), ["b0\nb1\nb2\nb3\nb4\nb5\n"], "full: one write");
+        line(true, "c\n");
+        flush();
+        assert_eq!(written(), ["c\n"]);
+
+        CAPACITY.store(0, Ordering::Relaxed);
+        line(true, "d\n");
+        line(true, "e\n");
+        assert_eq!(
+            written(),
+            ["d\n", "e\n"],
+            "access_buffer = 0: one write per line"
+        );
     }
 }

@@ -94,6 +94,11 @@ fn a_bad_timeout_and_a_bad_rule_are_named_too() {
         err.starts_with("dockgate: FILE:2: timeouts.connect: invalid type"),
         "{err}"
     );
+    let err = refused("[timeouts]  # durations\nconnect = 5\n");
+    assert!(
+        err.starts_with("dockgate: FILE:2: timeouts.connect: invalid type"),
+        "{err}"
+    );
     let err = refused("[log]\naccess_buffer = -1\n");
     assert!(
         err.starts_with("dockgate: FILE:2: log.access_buffer: "),

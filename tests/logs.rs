@@ -106,22 +106,32 @@ fn with_the_default_buffer_an_idle_gateway_writes_each_line_as_soon_as_its_respo
         .put(&registry.url())
         .get(&registry.url())
         .start();
-    // The once-a-second flush alone would leave about 7 lines in 10 later than 300 ms, so six
-    // lines in a row within 300 ms mean they went out when the gateway had nothing else to do.
+    // The once-a-second flush alone would leave about 7 lines in 10 later than 300 ms; five or
+    // six of six within 300 ms (about 1 in 100 by chance) mean they went out when the gateway
+    // had nothing else to do. One may be late on a loaded machine.
+    let mut on_time = 0;
     for i in 0..6 {
         let path = format!("/v2/idle-flush/n{i}/tags/list");
         assert_eq!(gw.get(&path).status, 404);
         let deadline = Instant::now() + Duration::from_millis(300);
-        while lines_for(&gw.log(), &path) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "line {i} not written within 300 ms of its response:\n{}",
-                gw.log()
-            );
+        loop {
+            let past = Instant::now() >= deadline;
+            if lines_for(&gw.log(), &path) == 1 {
+                on_time += 1;
+                break;
+            }
+            if past {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(40));
     }
+    assert!(
+        on_time >= 5,
+        "only {on_time} of 6 lines written within 300 ms of their response:\n{}",
+        gw.log()
+    );
 }
 
 #[test]

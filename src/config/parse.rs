@@ -167,7 +167,8 @@ impl Ctx<'_> {
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let (name, _) = before[line_start..].split_once('=')?;
         let name = name.trim();
-        if name.is_empty() || name.starts_with('[') {
+        // Inside an inline table or a list, or a quoted key: the line alone cannot say.
+        if name.is_empty() || name.contains(['[', '{', ',', '"', '\'']) {
             return None;
         }
         let table = before[..line_start]
@@ -175,7 +176,8 @@ impl Ctx<'_> {
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+            .and_then(|l| l.trim_start_matches('[').split(']').next())
+            .map(str::trim);
         Some(match table {
             Some(t) if !t.is_empty() => format!("{t}.{name}"),
             _ => name.to_string(),
