@@ -124,7 +124,7 @@ fn put_manifests(gw: &Gateway, tries: usize, tag: &str) -> Vec<Result<(u16, Stri
 #[test]
 fn a_manifest_put_answered_before_its_body_is_read_gets_the_json_error_every_time() {
     let get = Registry::start();
-    let down = support::free_addr();
+    let (down, _refusing) = support::refusing_addr();
     // Backfill off: the body streams to put, whose refused connection is answered at once.
     let gw = Gateway::builder()
         .toml("[backfill]\nenabled = false")

@@ -43,6 +43,22 @@ pub fn free_addr() -> SocketAddr {
         .expect("local_addr of a bound listener")
 }
 
+/// A loopback address that refuses connections for as long as the returned socket lives: the
+/// port is bound but never listens, so no other test's server can take it (a `free_addr`
+/// used as a "stopped" upstream can be given to another test's gateway meanwhile).
+pub fn refusing_addr() -> (SocketAddr, socket2::Socket) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("local_addr of a bound socket");
+    (addr, socket)
+}
+
 /// A child process that logs to a file and dies with its owner.
 pub struct Proc {
     name: String,
