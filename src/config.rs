@@ -228,14 +228,6 @@ pub struct Log {
     pub access_buffer: usize,
 }
 
-impl Default for Log {
-    fn default() -> Log {
-        Log {
-            access_buffer: Defaults::ACCESS_BUFFER,
-        }
-    }
-}
-
 /// Bounds on what one client can cost. 0 means "off" (or "from the open-file limit").
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {

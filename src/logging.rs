@@ -3,9 +3,8 @@
 //! A `write(2)` per access line is a system call per request that nginx's tuned config
 //! (`access_log ... buffer=64k`) does not make. So `serve` gathers access lines in a buffer that
 //! goes out in one write when a runtime worker runs out of work (`flush_when_idle`, the runtime's
-//! park hook),
-//! when it holds `log.access_buffer` bytes, and at least once a second. Under load many lines
-//! share a write; an idle gateway's line still appears as soon as its response is done. Every
+//! park hook), when it holds `log.access_buffer` bytes, and at least once a second. Under load
+//! many lines share a write; an idle gateway's line still appears as soon as its response is done. Every
 //! other event (warnings, errors, failed requests) is written at once, after whatever is
 //! buffered, so stderr keeps the order in which things happened.
 
