@@ -79,30 +79,19 @@ impl Drop for AccessLog {
         m.bytes_in.inc_by(bytes_in);
         m.bytes_out.inc_by(self.bytes_out);
         let server = self.server.as_ref().map_or("-", Authority::as_str);
-        // tracing needs the level at compile time; the fields are the same either way.
-        macro_rules! line {
-            ($level:expr, $($error:tt)*) => {
-                tracing::event!(
-                    target: crate::logging::ACCESS,
-                    $level,
-                    client = %self.client,
-                    method = %self.method,
-                    path = %self.path,
-                    route = %route,
-                    upstream = %upstream,
-                    server = %server,
-                    status = self.status,
-                    bytes_in,
-                    bytes_out = self.bytes_out,
-                    ms = format_args!("{ms:.1}"),
-                    backfill = self.backfill.as_deref(),
-                    $($error)*
-                )
-            };
-        }
-        match self.error.as_deref().or(self.body_error.as_deref()) {
-            None => line!(tracing::Level::INFO,),
-            Some(error) => line!(tracing::Level::WARN, error),
-        }
+        crate::logging::access(&crate::logging::Access {
+            client: self.client,
+            method: self.method.as_str(),
+            path: &self.path,
+            route,
+            upstream,
+            server,
+            status: self.status,
+            bytes_in,
+            bytes_out: self.bytes_out,
+            ms,
+            backfill: self.backfill.as_deref(),
+            error: self.error.as_deref().or(self.body_error.as_deref()),
+        });
     }
 }

@@ -20,6 +20,11 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// 7.6.1), including any the `Connection` header names. Framing is re-done by hyper on each
 /// side: `Content-Length` is kept, so a client's sized body stays sized upstream.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the few names they have costs less than the
+    // hashed lookups below (a tenth of a small GET's header work, callgrind).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // A message with both is framed by Transfer-Encoding (RFC 9112 section 6.3); its
     // Content-Length is wrong, and passed on it would truncate the body on the other side.
     if headers.contains_key(header::TRANSFER_ENCODING) {
@@ -38,19 +43,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+const HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
 }
 
 /// What the upstream is told about the request's origin.
