@@ -147,7 +147,7 @@ pub fn access(line: &Access<'_>) {
     let may_wait = line.error.is_none();
     let capacity = CAPACITY.load(Ordering::Relaxed);
     let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
-    let now = timestamp(SystemTime::now());
+    let now = now();
     if format == JSON {
         access_json(&mut buf, &now, line);
     } else {
@@ -176,7 +176,7 @@ fn access_event(line: &Access<'_>) {
                 status = line.status,
                 bytes_in = line.bytes_in,
                 bytes_out = line.bytes_out,
-                ms = format_args!("{:.1}", line.ms),
+                ms = %Tenths(line.ms),
                 backfill = line.backfill,
                 $($error)*
             )
@@ -192,21 +192,30 @@ fn access_event(line: &Access<'_>) {
 /// writes it (strings quoted as `Debug`, everything else as `Display`).
 fn access_text(buf: &mut Vec<u8>, now: &str, l: &Access<'_>) {
     let level = if l.error.is_some() { "WARN" } else { "INFO" };
-    let _ = write!(
-        buf,
-        "{now}  {level} {ACCESS}: client={} method={} path={} route={} upstream={} server={} \
-         status={} bytes_in={} bytes_out={} ms={:.1}",
-        l.client,
-        l.method,
-        l.path,
-        l.route,
-        l.upstream,
-        l.server,
-        l.status,
-        l.bytes_in,
-        l.bytes_out,
-        l.ms
-    );
+    for piece in [now, "  ", level, " ", ACCESS, ": client="] {
+        buf.extend_from_slice(piece.as_bytes());
+    }
+    push_addr(buf, l.client);
+    for (key, value) in [
+        (" method=", l.method),
+        (" path=", l.path),
+        (" route=", l.route),
+        (" upstream=", l.upstream),
+        (" server=", l.server),
+    ] {
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(value.as_bytes());
+    }
+    for (key, value) in [
+        (" status=", u64::from(l.status)),
+        (" bytes_in=", l.bytes_in),
+        (" bytes_out=", l.bytes_out),
+    ] {
+        buf.extend_from_slice(key.as_bytes());
+        push_u64(buf, value);
+    }
+    buf.extend_from_slice(b" ms=");
+    push_tenths(buf, l.ms);
     if let Some(b) = l.backfill {
         let _ = write!(buf, " backfill={b:?}");
     }
@@ -234,11 +243,17 @@ fn access_json(buf: &mut Vec<u8>, now: &str, l: &Access<'_>) {
         let _ = write!(buf, ",\"{key}\":");
         let _ = serde_json::to_writer(&mut *buf, value);
     }
-    let _ = write!(
-        buf,
-        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"ms\":\"{:.1}\"",
-        l.status, l.bytes_in, l.bytes_out, l.ms
-    );
+    for (key, value) in [
+        (",\"status\":", u64::from(l.status)),
+        (",\"bytes_in\":", l.bytes_in),
+        (",\"bytes_out\":", l.bytes_out),
+    ] {
+        buf.extend_from_slice(key.as_bytes());
+        push_u64(buf, value);
+    }
+    buf.extend_from_slice(b",\"ms\":\"");
+    push_tenths(buf, l.ms);
+    buf.push(b'"');
     for (key, value) in [("backfill", l.backfill), ("error", l.error)] {
         if let Some(value) = value {
             let _ = write!(buf, ",\"{key}\":");
@@ -248,10 +263,41 @@ fn access_json(buf: &mut Vec<u8>, now: &str, l: &Access<'_>) {
     let _ = writeln!(buf, ",\"target\":\"{ACCESS}\"}}");
 }
 
-/// RFC 3339 in UTC with microseconds, as the subscriber's default timer prints it.
+/// RFC 3339 in UTC with microseconds, as the subscriber's default timer prints it. The part
+/// down to the second is kept from the previous line while the second is the same.
+fn now() -> String {
+    static SECOND: Mutex<(u64, String)> = Mutex::new((u64::MAX, String::new()));
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut out = String::with_capacity(32);
+    {
+        let mut second = SECOND.lock().unwrap_or_else(PoisonError::into_inner);
+        if second.0 != d.as_secs() {
+            *second = (d.as_secs(), to_the_second(d.as_secs()));
+        }
+        out.push_str(&second.1);
+    }
+    push_micros(&mut out, d.subsec_micros());
+    out
+}
+
+#[cfg(test)]
 fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+    let mut out = to_the_second(d.as_secs());
+    push_micros(&mut out, d.subsec_micros());
+    out
+}
+
+fn push_micros(out: &mut String, micros: u32) {
+    let digits = [100_000, 10_000, 1_000, 100, 10, 1].map(|p| b'0' + (micros / p % 10) as u8);
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    out.push('Z');
+}
+
+/// `2026-11-23T16:39:41.`
+fn to_the_second(secs: u64) -> String {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
     let z = days as i64 + 719_468;
@@ -264,12 +310,61 @@ fn timestamp(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
         rest / 3_600,
         rest % 3_600 / 60,
-        rest % 60,
-        d.subsec_micros()
+        rest % 60
     )
+}
+
+/// A duration in ms to one decimal (`0.7`), in both paths, without float formatting.
+struct Tenths(f64);
+
+impl std::fmt::Display for Tenths {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tenths = (self.0 * 10.0).round() as u64;
+        write!(f, "{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+fn push_tenths(buf: &mut Vec<u8>, ms: f64) {
+    let tenths = (ms * 10.0).round() as u64;
+    push_u64(buf, tenths / 10);
+    buf.push(b'.');
+    buf.push(b'0' + (tenths % 10) as u8);
+}
+
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// `1.2.3.4:5` without the formatter's padding machinery; IPv6 as `Display` writes it.
+fn push_addr(buf: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                push_u64(buf, u64::from(octet));
+            }
+            buf.push(b':');
+            push_u64(buf, u64::from(a.port()));
+        }
+        SocketAddr::V6(a) => {
+            let _ = write!(buf, "{a}");
+        }
+    }
 }
 
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -460,7 +555,7 @@ mod tests {
                 error: None,
             },
             Access {
-                client: "10.1.2.3:9".parse().unwrap(),
+                client: "192.168.100.250:65535".parse().unwrap(),
                 method: "PUT",
                 path: "/v2/a%20b\"x\\y/manifests/\u{e9}t\u{1}\u{8}",
                 route: "manifest-push",
