@@ -20,31 +20,43 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// 7.6.1), including any the `Connection` header names. Framing is re-done by hyper on each
 /// side: `Content-Length` is kept, so a client's sized body stays sized upstream.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the few names they have costs less than the
-    // hashed lookups below (a tenth of a small GET's header work, callgrind).
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // A message with both is framed by Transfer-Encoding (RFC 9112 section 6.3); its
-    // Content-Length is wrong, and passed on it would truncate the body on the other side.
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        // A client must not be able to strip what the upstream needs to see framing right.
-        if name != header::CONTENT_LENGTH {
-            headers.remove(name);
+    // One pass over the few names a message has finds which are present (most have none, or
+    // only `Connection`); a hashed removal of each possible name cost a tenth of a small GET's
+    // header work (callgrind).
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present[i] = true;
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    if !present.contains(&true) {
+        return;
+    }
+    let has = |name: &HeaderName| present[HOP_BY_HOP.iter().position(|h| *h == name).unwrap_or(0)];
+    // A message with both is framed by Transfer-Encoding (RFC 9112 section 6.3); its
+    // Content-Length is wrong, and passed on it would truncate the body on the other side.
+    if has(&header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if has(&header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            // A client must not be able to strip what the upstream needs to see framing right.
+            if name != header::CONTENT_LENGTH {
+                headers.remove(name);
+            }
+        }
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -59,10 +71,6 @@ const HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name)
-}
 
 /// What the upstream is told about the request's origin.
 pub struct Forwarded<'a> {
@@ -307,6 +315,22 @@ mod tests {
             "10",
             "a sized body stays sized"
         );
+        // Each kind alone is found by the first pass, and a message without any is untouched.
+        for name in [
+            "proxy-authorization",
+            "proxy-connection",
+            "trailer",
+            "te",
+            "proxy-authenticate",
+        ] {
+            let mut one = map(&[(name, "x"), ("range", "0-9")]);
+            strip_hop_by_hop(&mut one);
+            assert!(!one.contains_key(name), "{name}");
+            assert!(one.contains_key("range"));
+        }
+        let mut none = map(&[("range", "0-9"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 2);
     }
 
     #[test]
