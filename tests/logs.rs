@@ -189,3 +189,39 @@ fn buffered_lines_are_all_written_once_each_in_the_order_of_events() {
         "a buffered line came after a later failure:\n{log}"
     );
 }
+
+#[test]
+fn rust_log_filters_access_lines_written_by_dockgate_itself() {
+    let registry = Registry::start();
+    let (refusing, _held) = support::refusing_addr();
+    // get refuses connections, so a manifest GET fails (a WARN line); a tag list under put
+    // succeeds or 404s (an INFO line).
+    let gw = Gateway::builder()
+        .put(&registry.url())
+        .get(&format!("http://{refusing}"))
+        .env("RUST_LOG", "warn")
+        .start();
+    assert_eq!(
+        gw.request(
+            support::Http::One,
+            "DELETE",
+            "/v2/quiet/manifests/sha256:00"
+        )
+        .status
+            / 100,
+        4
+    );
+    assert_eq!(gw.get("/v2/loud/manifests/latest").status, 502);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lines_for(&gw.log(), "/v2/loud/") == 0 {
+        assert!(Instant::now() < deadline, "no WARN line:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log();
+    assert!(log.contains(" WARN access: "), "{log}");
+    assert_eq!(
+        lines_for(&log, "/v2/quiet/"),
+        0,
+        "RUST_LOG=warn kept an INFO line:\n{log}"
+    );
+}
