@@ -230,9 +230,11 @@ fn access_json(buf: &mut Vec<u8>, now: &str, l: &Access<'_>) {
     let level = if l.error.is_some() { "WARN" } else { "INFO" };
     let _ = write!(
         buf,
-        "{{\"timestamp\":\"{now}\",\"level\":\"{level}\",\"client\":\"{}\"",
-        l.client
+        "{{\"timestamp\":\"{now}\",\"level\":\"{level}\",\"client\":\""
     );
+    // An address needs no JSON escaping.
+    push_addr(buf, l.client);
+    buf.push(b'"');
     for (key, value) in [
         ("method", l.method),
         ("path", l.path),
